@@ -1,0 +1,33 @@
+"""mtlx: multi-task learning in JAX, every task-balancing method an optax gradient transformation.
+
+.. code-block:: python
+
+  tx = optax.chain(mtlx.pcgrad(seed=0), optax.adam(1e-3))
+  state = tx.init(params)
+  losses, jac = mtlx.value_and_jacobian(loss_fn)(params, batch)
+  updates, state = tx.update(jac, state, params, task_losses=losses)
+  params = optax.apply_updates(params, updates)
+"""
+
+from mtlx.jacobian import (
+    Jacobian,
+    as_jacobian,
+    jacobian_rows,
+    shared_mask,
+    value_and_jacobian,
+    value_and_jacobian_through_features,
+)
+from mtlx.weighting import *  # noqa: F403
+from mtlx.weighting import __all__ as _weighting_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Jacobian",
+    "as_jacobian",
+    "jacobian_rows",
+    "shared_mask",
+    "value_and_jacobian",
+    "value_and_jacobian_through_features",
+    *_weighting_all,
+]

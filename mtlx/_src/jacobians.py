@@ -1,0 +1,268 @@
+"""The per-task Jacobian as weighting methods see it: ask for rows, the Gramian, or ``sum_t w_t J_t``.
+
+Two implementations share one interface:
+
+* :class:`StackedJacobian` wraps a plain pytree whose leaves carry a leading task axis ``(T, ...)``
+  (what a user builds by hand, or ``jax.jacrev`` returns).
+* :class:`LinearizedJacobian` holds the VJP of the loss vector (``jax.vjp`` returns a pytree, so
+  the object passes through ``optax.chain``, ``jax.jit`` and ``jax.lax.scan``) and computes only
+  what a method asks for: ``combine(w)`` is ONE backward pass, rows are traced only when asked.
+
+Both know which parameter leaves are *shared* (they get the aggregated gradient) and which are
+*task-specific* (a leading T axis in the parameter itself, e.g. stacked heads or Recon-split
+layers): those get their own task's gradient and never enter the Gramian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+TaskSpecificMode = Literal["own", "weighted"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def gramian_dtype(dtype: Any) -> Any:
+    """The dtype a Gramian is accumulated in: float32, or wider when the inputs are wider."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def leaf_gramian(x: jax.Array) -> jax.Array:
+    """``x x^T`` over every axis but the leading task axis, accumulated in float32 or wider."""
+    x = x.reshape(x.shape[0], -1)
+    return jnp.matmul(x, x.T, precision=_HIGHEST, preferred_element_type=gramian_dtype(x.dtype))
+
+
+def weighted_sum(weights: jax.Array, x: jax.Array) -> jax.Array:
+    """``sum_t weights[t] x[t]``, in x's dtype."""
+    return jnp.tensordot(weights.astype(x.dtype), x, axes=1, precision=_HIGHEST)
+
+
+class Jacobian:
+    """Interface of a per-task Jacobian; see the module docstring."""
+
+    num_tasks: int
+    shared_mask: tuple[bool, ...]
+    treedef: Any
+
+    def rows(self) -> PyTree:
+        """Every leaf with a leading task axis: leaf ``t`` is ``d L_t / d params``."""
+        raise NotImplementedError
+
+    def gramian(self) -> jax.Array:
+        """``G = J J^T`` over the shared leaves, shape ``(T, T)``, in float32 or wider."""
+        raise NotImplementedError
+
+    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+        """Params-shaped ``sum_t weights[t] J_t`` on shared leaves.
+
+        Args:
+          weights: ``(T,)`` task weights.
+          task_specific: ``"own"`` gives each task-specific leaf its own task's plain gradient (what
+            gradient-aggregation methods do: heads skip the aggregator); ``"weighted"`` weights it
+            too, as backpropagating ``sum_t w_t L_t`` does (loss-weighting methods).
+        """
+        raise NotImplementedError
+
+    @property
+    def has_task_specific(self) -> bool:
+        return not all(self.shared_mask)
+
+    def _mask_tree(self) -> PyTree:
+        return jax.tree.unflatten(self.treedef, list(self.shared_mask))
+
+
+def _check_weights(weights: jax.Array, num_tasks: int) -> jax.Array:
+    weights = jnp.asarray(weights)
+    if weights.shape != (num_tasks,):
+        raise ValueError(
+            f"task weights have shape {weights.shape}; the Jacobian has {num_tasks} tasks, so the "
+            f"weights must have shape ({num_tasks},)."
+        )
+    return weights
+
+
+def _gramian_of_rows(rows_leaves: Sequence[jax.Array], mask: Sequence[bool], t: int) -> jax.Array:
+    shared = [x for x, s in zip(rows_leaves, mask) if s]
+    if not shared:
+        dtype = rows_leaves[0].dtype if rows_leaves else jnp.float32
+        return jnp.zeros((t, t), gramian_dtype(dtype))
+    return sum(leaf_gramian(x) for x in shared)
+
+
+@jax.tree_util.register_pytree_node_class
+class StackedJacobian(Jacobian):
+    """A Jacobian given as a pytree of task-stacked leaves ``(T, *leaf_shape)``."""
+
+    def __init__(self, rows: PyTree, shared_mask: Sequence[bool] | None = None):
+        leaves, self.treedef = jax.tree.flatten(rows)
+        if not leaves:
+            raise ValueError("the Jacobian pytree has no leaves.")
+        self._leaves = leaves
+        for leaf in leaves:
+            if jnp.ndim(leaf) < 1:
+                raise ValueError(
+                    "every Jacobian leaf needs a leading task axis (T, *param_shape); got a scalar "
+                    "leaf."
+                )
+        sizes = {jnp.shape(leaf)[0] for leaf in leaves}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"the Jacobian's leaves disagree on the number of tasks (leading axis): {sorted(sizes)}."
+                " Every leaf must be (T, *param_shape) with the same T."
+            )
+        self.num_tasks = sizes.pop()
+        mask = (True,) * len(leaves) if shared_mask is None else tuple(bool(m) for m in shared_mask)
+        if len(mask) != len(leaves):
+            raise ValueError(f"shared_mask has {len(mask)} entries for {len(leaves)} leaves.")
+        self.shared_mask = mask
+
+    def tree_flatten(self):
+        return self._leaves, (self.treedef, self.shared_mask)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        treedef, mask = aux
+        return cls(jax.tree.unflatten(treedef, children), mask)
+
+    def rows(self) -> PyTree:
+        return jax.tree.unflatten(self.treedef, self._leaves)
+
+    def gramian(self) -> jax.Array:
+        return _gramian_of_rows(self._leaves, self.shared_mask, self.num_tasks)
+
+    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+        weights = _check_weights(weights, self.num_tasks)
+        ones = jnp.ones_like(weights)
+        out = [
+            weighted_sum(weights if (s or task_specific == "weighted") else ones, x)
+            for x, s in zip(self._leaves, self.shared_mask)
+        ]
+        return jax.tree.unflatten(self.treedef, out)
+
+
+@jax.tree_util.register_pytree_node_class
+class LinearizedJacobian(Jacobian):
+    """A Jacobian held as the VJP of the ``(T,)`` loss vector at the current parameters.
+
+    ``combine(w)`` costs one backward pass; ``rows()`` costs T backward passes batched by
+    ``jax.vmap`` (or ``chunk_size`` at a time with ``jax.lax.map``); ``gramian()`` with a
+    ``chunk_size`` never holds more than ``chunk_size`` rows: column block ``G[:, c] = J R_c^T`` is
+    a batched forward-mode product (the transpose of the VJP) with the block's rows ``R_c``.
+    """
+
+    def __init__(
+        self,
+        vjp_fn: Callable[[jax.Array], tuple[PyTree]],
+        losses: jax.Array,
+        treedef: Any,
+        shared_mask: Sequence[bool],
+        chunk_size: int | None = None,
+    ):
+        self.vjp_fn = vjp_fn
+        self.losses = losses
+        self.treedef = treedef
+        self.shared_mask = tuple(shared_mask)
+        self.chunk_size = chunk_size
+        self.num_tasks = losses.shape[0]
+        self._rows_cache: list[jax.Array] | None = None
+
+    def tree_flatten(self):
+        return (self.vjp_fn, self.losses), (self.treedef, self.shared_mask, self.chunk_size)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        vjp_fn, losses = children
+        treedef, mask, chunk_size = aux
+        return cls(vjp_fn, losses, treedef, mask, chunk_size)
+
+    def _vjp_leaves(self, cotangent: jax.Array) -> list[jax.Array]:
+        (grads,) = self.vjp_fn(cotangent.astype(self.losses.dtype))
+        return jax.tree.leaves(grads)
+
+    def _map_over_tasks(self, fn: Callable[[jax.Array], Any], cotangents: jax.Array) -> Any:
+        if self.chunk_size is None or self.chunk_size >= cotangents.shape[0]:
+            return jax.vmap(fn)(cotangents)
+        return jax.lax.map(fn, cotangents, batch_size=self.chunk_size)
+
+    def _row_leaves(self) -> list[jax.Array]:
+        # Cached on the object: a method that asks for the Gramian and then combines reuses the rows
+        # within one trace instead of running T more backward passes.
+        if self._rows_cache is None:
+            basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
+            self._rows_cache = self._map_over_tasks(self._vjp_leaves, basis)
+        return self._rows_cache
+
+    def rows(self) -> PyTree:
+        return jax.tree.unflatten(self.treedef, self._row_leaves())
+
+    def gramian(self) -> jax.Array:
+        if self.chunk_size is None or self._rows_cache is not None:
+            return _gramian_of_rows(self._row_leaves(), self.shared_mask, self.num_tasks)
+        jvp_fn = jax.linear_transpose(self.vjp_fn, self.losses)
+
+        def gramian_column(e_t: jax.Array) -> jax.Array:
+            # Only the shared leaves enter the Gramian: zero the task-specific part of row t.
+            row = [x if s else jnp.zeros_like(x) for x, s in zip(self._vjp_leaves(e_t), self.shared_mask)]
+            (column,) = jvp_fn((jax.tree.unflatten(self.treedef, row),))
+            return column.astype(gramian_dtype(column.dtype))
+
+        basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
+        columns = self._map_over_tasks(gramian_column, basis)
+        return 0.5 * (columns + columns.T)  # G is symmetric; averaging removes rounding asymmetry
+
+    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+        weights = _check_weights(weights, self.num_tasks)
+        if self._rows_cache is not None:
+            return StackedJacobian(self.rows(), self.shared_mask).combine(weights, task_specific)
+        if task_specific == "weighted" or not self.has_task_specific:
+            return jax.tree.unflatten(self.treedef, self._vjp_leaves(weights))
+        # Shared leaves get sum_t w_t J_t, task-specific ones sum_t J_t: two cotangents, one batched VJP.
+        both = jax.vmap(self._vjp_leaves)(jnp.stack([weights, jnp.ones_like(weights)]))
+        out = [x[0] if s else x[1] for x, s in zip(both, self.shared_mask)]
+        return jax.tree.unflatten(self.treedef, out)
+
+
+def as_jacobian(jac: Jacobian | PyTree) -> Jacobian:
+    """The :class:`Jacobian` for ``jac``: itself, or a :class:`StackedJacobian` of a plain pytree."""
+    if isinstance(jac, Jacobian):
+        return jac
+    return StackedJacobian(jac)
+
+
+def num_tasks_of(jac: Jacobian | PyTree) -> int:
+    return as_jacobian(jac).num_tasks
+
+
+def check_task_losses(task_losses: Any, num_tasks: int, *, required: bool, method: str) -> Any:
+    """Validates ``task_losses`` against the Jacobian's task axis; returns it as an array or None.
+
+    Shapes are checked at trace time (a ``ValueError`` that names the mismatch). Values are checked
+    only when concrete (outside ``jax.jit``): inside a jitted step there is no host sync, and the
+    trainer checks the losses it logs.
+    """
+    if task_losses is None:
+        if required:
+            raise ValueError(
+                f"mtlx.{method} needs the task losses: call update(jac, state, params, "
+                "task_losses=losses) with losses of shape (T,)."
+            )
+        return None
+    task_losses = jnp.asarray(task_losses)
+    if task_losses.shape != (num_tasks,):
+        raise ValueError(
+            f"task_losses has shape {task_losses.shape} but the Jacobian's task axis has "
+            f"{num_tasks} tasks: expected shape ({num_tasks},). Is the task axis of the Jacobian "
+            "the leading one?"
+        )
+    if not isinstance(task_losses, jax.core.Tracer):
+        values = np.asarray(task_losses)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"task_losses contains non-finite values: {values}.")
+    return task_losses

@@ -1,0 +1,189 @@
+"""The Jacobian engine: task losses and a per-task Jacobian that computes only what a method asks.
+
+``mtlx.value_and_jacobian(loss_fn)(params, batch)`` returns the ``(T,)`` losses and a
+:class:`~mtlx.Jacobian` built from ONE forward pass and its VJP. A weighting method then asks for:
+
+* ``jac.combine(w)``: ``sum_t w_t grad L_t``, one backward pass (loss-only methods: EW, RLW, UW-SO);
+* ``jac.gramian()``: ``G = J J^T`` (T x T), from the rows, T backward passes batched by ``jax.vmap``
+  (or, with ``chunk_size``, ``chunk_size`` rows at a time, never the whole T x P Jacobian);
+* ``jac.rows()``: every leaf with a leading task axis (methods that are not weightings).
+
+Task-specific parameters (heads, Recon-split layers: leaves with a leading T axis in the parameter
+itself) are marked with ``shared=``; they get their own task's gradient and never enter ``G``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mtlx._src.jacobians import Jacobian, LinearizedJacobian, StackedJacobian, as_jacobian
+
+__all__ = [
+    "Jacobian",
+    "LinearizedJacobian",
+    "StackedJacobian",
+    "as_jacobian",
+    "jacobian_rows",
+    "shared_mask",
+    "value_and_jacobian",
+    "value_and_jacobian_through_features",
+]
+
+PyTree = Any
+SharedSpec = None | PyTree | Callable[[tuple, jax.Array], bool]
+
+
+def shared_mask(params: PyTree, shared: SharedSpec = None) -> tuple[bool, ...]:
+    """One bool per leaf of ``params``: True for a shared leaf, False for a task-specific one.
+
+    Args:
+      params: the parameters.
+      shared: ``None`` (every leaf shared), a pytree of bools with ``params``' structure, or a
+        predicate ``shared(path, leaf) -> bool`` on ``jax.tree_util`` key paths, e.g.
+        ``lambda path, leaf: "heads" not in jax.tree_util.keystr(path)``.
+    """
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if shared is None:
+        return (True,) * len(leaves_with_path)
+    if callable(shared):
+        return tuple(bool(shared(path, leaf)) for path, leaf in leaves_with_path)
+    mask_leaves, mask_def = jax.tree.flatten(shared)
+    if mask_def != treedef:
+        raise ValueError(
+            "the `shared` mask must have the structure of params; got\n"
+            f"  mask:   {mask_def}\n  params: {treedef}"
+        )
+    return tuple(bool(m) for m in mask_leaves)
+
+
+def _check_losses(losses: Any) -> jax.Array:
+    losses = jnp.asarray(losses)
+    if losses.ndim != 1:
+        raise ValueError(
+            f"loss_fn must return a vector of task losses of shape (T,); got shape {losses.shape}. "
+            "Reduce over the batch inside loss_fn (per-example losses: vmap the loss and take the "
+            "mean), and stack the tasks on axis 0."
+        )
+    if not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise ValueError(f"task losses must be floating point; got dtype {losses.dtype}.")
+    return losses
+
+
+def _check_task_specific_axes(params: PyTree, mask: tuple[bool, ...], num_tasks: int) -> None:
+    for leaf, is_shared in zip(jax.tree.leaves(params), mask):
+        if not is_shared and (jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num_tasks):
+            raise ValueError(
+                f"a task-specific leaf has shape {jnp.shape(leaf)}: task-specific parameters carry "
+                f"a leading task axis of size T = {num_tasks} (leaf t belongs to task t)."
+            )
+
+
+def value_and_jacobian(
+    loss_fn: Callable[..., Any],
+    *,
+    shared: SharedSpec = None,
+    has_aux: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Jacobian]]:
+    r"""Turns ``loss_fn(params, *args) -> (T,)`` into ``(params, *args) -> (losses, jacobian)``.
+
+    The Jacobian is lazy: its rows are ``jax.vmap`` over the VJP of the loss vector (no Python loop
+    over tasks), and a method that only needs :math:`\sum_t w_t \nabla L_t` gets it from one VJP.
+
+    Args:
+      loss_fn: returns the ``(T,)`` task losses (``(losses, aux)`` with ``has_aux``).
+      shared: which parameter leaves are shared; see :func:`shared_mask`. Task-specific leaves have a
+        leading T axis and receive their own task's gradient.
+      has_aux: as in ``jax.value_and_grad``: the result is ``((losses, aux), jacobian)``.
+      chunk_size: at most this many Jacobian rows are live at once (``jax.lax.map`` with a batch
+        size); the Gramian is then accumulated in column blocks. ``None``: all T rows at once.
+
+    Returns:
+      A function with ``loss_fn``'s arguments returning ``(losses, jacobian)``.
+
+    Example::
+
+      losses, jac = mtlx.value_and_jacobian(loss_fn)(params, batch)
+      updates, state = tx.update(jac, state, params, task_losses=losses)
+    """
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
+
+    def value_and_jacobian_fn(params: PyTree, *args: Any, **kwargs: Any):
+        mask = shared_mask(params, shared)
+        if has_aux:
+            losses, vjp_fn, aux = jax.vjp(lambda p: loss_fn(p, *args, **kwargs), params, has_aux=True)
+        else:
+            losses, vjp_fn = jax.vjp(lambda p: loss_fn(p, *args, **kwargs), params)
+        losses = _check_losses(losses)
+        _check_task_specific_axes(params, mask, losses.shape[0])
+        jac = LinearizedJacobian(vjp_fn, losses, jax.tree.structure(params), mask, chunk_size)
+        return ((losses, aux) if has_aux else losses), jac
+
+    return value_and_jacobian_fn
+
+
+def _compose_vjps(encoder_vjp, heads_vjp, cotangent):
+    head_grads, feature_cotangent = heads_vjp(cotangent)
+    (encoder_grads,) = encoder_vjp(feature_cotangent)
+    return ({"encoder": encoder_grads, "heads": head_grads},)
+
+
+def value_and_jacobian_through_features(
+    encoder_fn: Callable[..., Any],
+    heads_fn: Callable[..., Any],
+    *,
+    has_aux: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Jacobian]]:
+    r"""The Jacobian of ``heads(encoder(x))`` through the shared features.
+
+    ``dL_t / d features`` comes from the heads' VJP (cheap), then the encoder, linearised once, is
+    pulled back along those T feature cotangents by one batched VJP. Head parameters are
+    task-specific (they get their own task's gradient); encoder parameters are shared.
+
+    Args:
+      encoder_fn: ``encoder_fn(encoder_params, *args) -> features`` (any pytree).
+      heads_fn: ``heads_fn(head_params, features, *args) -> (T,) losses`` (``(losses, aux)`` with
+        ``has_aux``).
+      has_aux: whether ``heads_fn`` also returns auxiliary data.
+      chunk_size: as in :func:`value_and_jacobian`.
+
+    Returns:
+      A function ``(params, *args) -> (losses, jacobian)`` with
+      ``params = {"encoder": encoder_params, "heads": head_params}``.
+    """
+
+    def value_and_jacobian_fn(params: PyTree, *args: Any):
+        if set(params) != {"encoder", "heads"}:
+            raise ValueError(
+                "value_and_jacobian_through_features takes params = {'encoder': ..., 'heads': ...}; "
+                f"got keys {sorted(params)}."
+            )
+        features, encoder_vjp = jax.vjp(lambda p: encoder_fn(p, *args), params["encoder"])
+        head_loss = lambda h, f: heads_fn(h, f, *args)  # noqa: E731
+        if has_aux:
+            losses, heads_vjp, aux = jax.vjp(head_loss, params["heads"], features, has_aux=True)
+        else:
+            losses, heads_vjp = jax.vjp(head_loss, params["heads"], features)
+        losses = _check_losses(losses)
+        vjp_fn = jax.tree_util.Partial(_compose_vjps, encoder_vjp, heads_vjp)
+        treedef = jax.tree.structure(params)
+        mask = shared_mask(
+            params, {"encoder": jax.tree.map(lambda _: True, params["encoder"]),
+                     "heads": jax.tree.map(lambda _: False, params["heads"])}
+        )
+        jac = LinearizedJacobian(vjp_fn, losses, treedef, mask, chunk_size)
+        return ((losses, aux) if has_aux else losses), jac
+
+    return value_and_jacobian_fn
+
+
+def jacobian_rows(jac: Jacobian | PyTree) -> PyTree:
+    """The per-task gradients, every leaf ``(T, *leaf_shape)`` (materialises the Jacobian)."""
+    return as_jacobian(jac).rows()
+

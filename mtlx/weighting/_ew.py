@@ -1,0 +1,24 @@
+"""EW: equal weighting, the sum of the task gradients."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from mtlx._src import builders
+
+
+def ew() -> optax.GradientTransformationExtraArgs:
+    r"""Equal weighting (EW): the gradient of :math:`\sum_t L_t`, i.e. :math:`\sum_t \nabla L_t`.
+
+    The baseline of every MTL comparison (Lin et al., "Reasonable Effectiveness of Random
+    Weighting", TMLR 2022). With the engine's Jacobian it costs one backward pass. TorchJD's
+    ``Sum`` aggregator; LibMTL's ``EW``.
+
+    Returns:
+      A transformation from a per-task Jacobian (each leaf ``(T, *shape)``, or the engine's
+      Jacobian) to the summed gradient (each leaf ``shape``). ``task_losses`` is optional.
+
+    Properties: permutation-invariant, linear, non-conflicting only when the rows do not conflict.
+    """
+    return builders.fixed_weighting(lambda t: jnp.ones((t,)), name="ew")

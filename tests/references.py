@@ -27,10 +27,10 @@ def torchjd_scalarization():
 
 def libmtl_weighting(name: str):
     """The LibMTL weighting class ``name`` (e.g. "MGDA"), loaded without LibMTL's models."""
-    spec = importlib.util.find_spec("LibMTL")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("needs LibMTL (pip install --no-deps LibMTL==1.1.5)")
-    if "LibMTL" not in sys.modules or not hasattr(sys.modules["LibMTL"], "_mtlx_stub"):
+    if not hasattr(sys.modules.get("LibMTL"), "_mtlx_stub"):
+        spec = importlib.util.find_spec("LibMTL")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("needs LibMTL (pip install --no-deps LibMTL==1.1.5)")
         root = list(spec.submodule_search_locations)[0]
         package = types.ModuleType("LibMTL")
         package.__path__ = [root]

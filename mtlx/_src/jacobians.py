@@ -223,9 +223,12 @@ class LinearizedJacobian(Jacobian):
             return StackedJacobian(self.rows(), self.shared_mask).combine(weights, task_specific)
         if task_specific == "weighted" or not self.has_task_specific:
             return jax.tree.unflatten(self.treedef, self._vjp_leaves(weights))
-        # Shared leaves get sum_t w_t J_t, task-specific ones sum_t J_t: two cotangents, one batched VJP.
-        both = jax.vmap(self._vjp_leaves)(jnp.stack([weights, jnp.ones_like(weights)]))
-        out = [x[0] if s else x[1] for x, s in zip(both, self.shared_mask)]
+        # Shared leaves get sum_t w_t J_t, task-specific ones sum_t J_t. Two separate VJPs, not one
+        # batched over both cotangents: under jit XLA drops the second VJP's unused shared-leaf
+        # gradients, so it costs only the backward pass down to the task-specific leaves (the heads).
+        weighted = self._vjp_leaves(weights)
+        own = self._vjp_leaves(jnp.ones_like(weights))
+        out = [w if s else o for w, o, s in zip(weighted, own, self.shared_mask)]
         return jax.tree.unflatten(self.treedef, out)
 
 

@@ -116,7 +116,9 @@ def value_and_jacobian(
     def value_and_jacobian_fn(params: PyTree, *args: Any, **kwargs: Any):
         mask = shared_mask(params, shared)
         if has_aux:
-            losses, vjp_fn, aux = jax.vjp(lambda p: loss_fn(p, *args, **kwargs), params, has_aux=True)
+            losses, vjp_fn, aux = jax.vjp(
+                lambda p: loss_fn(p, *args, **kwargs), params, has_aux=True
+            )
         else:
             losses, vjp_fn = jax.vjp(lambda p: loss_fn(p, *args, **kwargs), params)
         losses = _check_losses(losses)
@@ -174,8 +176,11 @@ def value_and_jacobian_through_features(
         vjp_fn = jax.tree_util.Partial(_compose_vjps, encoder_vjp, heads_vjp)
         treedef = jax.tree.structure(params)
         mask = shared_mask(
-            params, {"encoder": jax.tree.map(lambda _: True, params["encoder"]),
-                     "heads": jax.tree.map(lambda _: False, params["heads"])}
+            params,
+            {
+                "encoder": jax.tree.map(lambda _: True, params["encoder"]),
+                "heads": jax.tree.map(lambda _: False, params["heads"]),
+            },
         )
         jac = LinearizedJacobian(vjp_fn, losses, treedef, mask, chunk_size)
         return ((losses, aux) if has_aux else losses), jac
@@ -186,4 +191,3 @@ def value_and_jacobian_through_features(
 def jacobian_rows(jac: Jacobian | PyTree) -> PyTree:
     """The per-task gradients, every leaf ``(T, *leaf_shape)`` (materialises the Jacobian)."""
     return as_jacobian(jac).rows()
-

@@ -10,7 +10,12 @@ Fields:
   per_num_tasks: the factory takes ``num_tasks`` (its state has T-sized arrays).
   non_conflicting: the update never conflicts with a task gradient (``<update, g_t> >= 0``).
   permutation_invariant: permuting the tasks leaves the update unchanged (deterministic methods).
+  conflict_tolerance: how negative ``<update, g_t>`` may be, relative to ``max_t ||g_t||^2``
+    (iterative solvers stop at a tolerance: MGDA's Frank-Wolfe stops at step size 1e-3).
   homogeneous: scaling every row by c > 0 scales the update by c.
+  min_tasks: the smallest T the method accepts (Krum needs n_byzantine + 3).
+  layout_invariant: the update does not depend on how the parameters are split into leaves
+    (False for per-coordinate random draws, GradDrop: there it holds in law only).
   gramian: the method is a function of the Gramian (and losses) only; it accepts ``gramian=``.
 """
 
@@ -18,25 +23,97 @@ METHODS_UNDER_TEST = [
     dict(name="ew", kwargs={}, permutation_invariant=True, homogeneous=True),
     dict(name="mean", kwargs={}, permutation_invariant=True, homogeneous=True),
     dict(name="scalarization", kwargs={"weights": None}, homogeneous=True),
-    dict(name="mgda", kwargs={}, non_conflicting=True, homogeneous=True, gramian=True),
+    dict(
+        name="mgda",
+        kwargs={},
+        non_conflicting=True,
+        conflict_tolerance=1e-2,
+        homogeneous=True,
+        gramian=True,
+    ),
     dict(name="pcgrad", kwargs={}, homogeneous=True, gramian=True),
     dict(
         name="upgrad",
         kwargs={},
         non_conflicting=True,
+        conflict_tolerance=1e-3,  # the Gramian is regularized by reg_eps = 1e-4, as in TorchJD
         permutation_invariant=True,
         homogeneous=True,
         gramian=True,
     ),
+    dict(name="excess_mtl", kwargs={}, per_num_tasks=True, permutation_invariant=True),
+    dict(name="modo", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
+    dict(name="sdmgrad", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
+    dict(name="moco", kwargs={}, needs_losses=True, per_num_tasks=True, permutation_invariant=True),
+    dict(
+        name="cr_mogm",
+        kwargs={"weighting": "mgda"},  # make() turns the name into mtlx.mgda()
+        per_num_tasks=True,
+        non_conflicting=True,
+        conflict_tolerance=1e-2,  # the first update is MGDA's
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(
+        name="gradvac",
+        kwargs={"eps": 0.0},  # eps in the cosines' denominators breaks homogeneity for tiny rows
+        per_num_tasks=True,
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(
+        name="nash_mtl",  # scale-invariant, then clipped to max_norm: not homogeneous
+        kwargs={},
+        per_num_tasks=True,
+        permutation_invariant=True,
+        gramian=True,
+    ),
+    dict(name="pcd", kwargs={}, per_num_tasks=True, gramian=True),  # task 0 is the primary
+    # trim_number=0 (the mean) is the only setting valid for T = 1.
+    dict(
+        name="krum",
+        kwargs={"n_byzantine": 1, "n_selected": 2},
+        min_tasks=4,
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(name="graddrop", kwargs={}, layout_invariant=False, homogeneous=True),
+    dict(
+        name="trimmed_mean",
+        kwargs={"trim_number": 0},
+        permutation_invariant=True,
+        homogeneous=True,
+    ),
+    dict(name="cagrad", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
+    dict(name="imtl_g", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
+    dict(
+        name="dualproj",
+        kwargs={},
+        non_conflicting=True,
+        # The QP runs on G / trace(G) + reg_eps I (reg_eps = 1e-4, as TorchJD): <g_t, d> >=
+        # -reg_eps trace(G) w_t, and w grows when the dual cone is thin (T > P).
+        conflict_tolerance=1e-2,
+        permutation_invariant=True,
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(name="aligned_mtl", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
+    dict(name="config", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
+    # The update scales as c^((1 - alpha) / (1 + alpha)): not homogeneous. Non-conflicting only
+    # where G w = w^(-1/alpha) has a positive root (not when 0 is in the rows' conic hull).
+    dict(name="fairgrad", kwargs={}, permutation_invariant=True, gramian=True),
 ]
 
 DEFAULTS = dict(
     needs_losses=False,
     per_num_tasks=False,
     non_conflicting=False,
+    conflict_tolerance=1e-6,
     permutation_invariant=False,
     homogeneous=False,
     gramian=False,
+    min_tasks=1,
+    layout_invariant=True,
 )
 
 
@@ -57,6 +134,8 @@ def make(entry, num_tasks):
     kwargs = dict(entry["kwargs"])
     if entry["name"] == "scalarization":
         kwargs["weights"] = jnp.linspace(0.5, 1.5, num_tasks)
+    if entry["name"] == "cr_mogm":
+        kwargs["weighting"] = getattr(mtlx, kwargs["weighting"])()
     if entry["per_num_tasks"]:
         kwargs["num_tasks"] = num_tasks
     return getattr(mtlx, entry["name"])(**kwargs)

@@ -14,7 +14,9 @@ import types
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="reference tests need torch (pip install torch==2.13.0)")
+torch = pytest.importorskip(
+    "torch", reason="reference tests need torch (pip install torch==2.13.0)"
+)
 
 
 def torchjd_aggregation():
@@ -58,7 +60,9 @@ def assert_parity(ours, reference, *, cos_min=0.999, norm_rtol=0.01, atol=1e-9):
     if n_ref <= atol and n_ours <= atol:
         return
     cos = float(ours @ reference / max(n_ours * n_ref, 1e-300))
-    assert cos >= cos_min, f"cosine {cos:.6f} < {cos_min}: ours={ours[:6]}, reference={reference[:6]}"
+    assert cos >= cos_min, (
+        f"cosine {cos:.6f} < {cos_min}: ours={ours[:6]}, reference={reference[:6]}"
+    )
     assert abs(n_ours - n_ref) <= norm_rtol * n_ref + atol, (
         f"norms differ: ours {n_ours:.6g}, reference {n_ref:.6g}"
     )

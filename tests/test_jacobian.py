@@ -14,8 +14,14 @@ T = 3
 def _model():
     rng = np.random.default_rng(0)
     params = {
-        "encoder": {"w": jnp.asarray(rng.standard_normal((4, 6))), "b": jnp.asarray(rng.standard_normal(6))},
-        "heads": {"w": jnp.asarray(rng.standard_normal((T, 6))), "b": jnp.asarray(rng.standard_normal(T))},
+        "encoder": {
+            "w": jnp.asarray(rng.standard_normal((4, 6))),
+            "b": jnp.asarray(rng.standard_normal(6)),
+        },
+        "heads": {
+            "w": jnp.asarray(rng.standard_normal((T, 6))),
+            "b": jnp.asarray(rng.standard_normal(T)),
+        },
     }
     x = jnp.asarray(rng.standard_normal((8, 4)))
     y = jnp.asarray(rng.standard_normal((8, T)))
@@ -46,11 +52,15 @@ def _per_task_grads(params, x, y):
 @pytest.mark.parametrize("chunk_size", [None, 1, 2, 3])
 def test_rows_equal_per_task_grad(chunk_size):
     params, x, y = _model()
-    losses, jac = mtlx.value_and_jacobian(_loss_fn, shared=_is_shared, chunk_size=chunk_size)(params, x, y)
+    losses, jac = mtlx.value_and_jacobian(_loss_fn, shared=_is_shared, chunk_size=chunk_size)(
+        params, x, y
+    )
     chex.assert_trees_all_close(losses, _loss_fn(params, x, y))
     rows = jac.rows()
     for t, grad_t in enumerate(_per_task_grads(params, x, y)):
-        chex.assert_trees_all_close(jax.tree.map(lambda r: r[t], rows), grad_t, rtol=1e-12, atol=1e-12)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda r: r[t], rows), grad_t, rtol=1e-12, atol=1e-12
+        )
 
 
 def test_rows_through_features_equal_per_task_grad():
@@ -59,7 +69,9 @@ def test_rows_through_features_equal_per_task_grad():
     chex.assert_trees_all_close(losses, _loss_fn(params, x, y))
     rows = jac.rows()
     for t, grad_t in enumerate(_per_task_grads(params, x, y)):
-        chex.assert_trees_all_close(jax.tree.map(lambda r: r[t], rows), grad_t, rtol=1e-12, atol=1e-12)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda r: r[t], rows), grad_t, rtol=1e-12, atol=1e-12
+        )
     assert jac.shared_mask == (True, True, False, False)
 
 
@@ -74,7 +86,9 @@ def test_gramian_is_over_shared_leaves_only(chunk_size, path):
     _, jac = jax.jit(engine)(params, x, y)
     gramian = jax.jit(lambda j: j.gramian())(jac)
     grads = _per_task_grads(params, x, y)
-    enc = np.stack([np.concatenate([np.ravel(v) for v in jax.tree.leaves(g["encoder"])]) for g in grads])
+    enc = np.stack(
+        [np.concatenate([np.ravel(v) for v in jax.tree.leaves(g["encoder"])]) for g in grads]
+    )
     np.testing.assert_allclose(gramian, enc @ enc.T, rtol=1e-10, atol=1e-12)
 
 
@@ -82,7 +96,9 @@ def test_gramian_is_over_shared_leaves_only(chunk_size, path):
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_combine_is_one_weighted_backward(task_specific, chunk_size):
     params, x, y = _model()
-    _, jac = mtlx.value_and_jacobian(_loss_fn, shared=_is_shared, chunk_size=chunk_size)(params, x, y)
+    _, jac = mtlx.value_and_jacobian(_loss_fn, shared=_is_shared, chunk_size=chunk_size)(
+        params, x, y
+    )
     w = jnp.array([0.2, -1.0, 3.0])
     out = jax.jit(lambda j: j.combine(w, task_specific))(jac)
     grads = _per_task_grads(params, x, y)
@@ -93,7 +109,10 @@ def test_combine_is_one_weighted_backward(task_specific, chunk_size):
     np.testing.assert_allclose(out["heads"]["w"], expected_heads, rtol=1e-10)
     # the materialised path agrees
     chex.assert_trees_all_close(
-        out, mtlx.as_jacobian(jac.rows()).__class__(jac.rows(), jac.shared_mask).combine(w, task_specific),
+        out,
+        mtlx.as_jacobian(jac.rows())
+        .__class__(jac.rows(), jac.shared_mask)
+        .combine(w, task_specific),
         rtol=1e-10,
     )
 

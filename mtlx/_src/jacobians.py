@@ -209,7 +209,10 @@ class LinearizedJacobian(Jacobian):
 
         def gramian_column(e_t: jax.Array) -> jax.Array:
             # Only the shared leaves enter the Gramian: zero the task-specific part of row t.
-            row = [x if s else jnp.zeros_like(x) for x, s in zip(self._vjp_leaves(e_t), self.shared_mask)]
+            row = [
+                x if s else jnp.zeros_like(x)
+                for x, s in zip(self._vjp_leaves(e_t), self.shared_mask)
+            ]
             (column,) = jvp_fn((jax.tree.unflatten(self.treedef, row),))
             return column.astype(gramian_dtype(column.dtype))
 

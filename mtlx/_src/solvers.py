@@ -42,7 +42,9 @@ def frank_wolfe_min_norm(
         b = alpha @ gramian @ alpha
         c = gramian[t, t]
         gamma = jnp.where(
-            c <= a, 1.0, jnp.where(b <= a, 0.0, (b - a) / jnp.where(b + c - 2 * a == 0, 1.0, b + c - 2 * a))
+            c <= a,
+            1.0,
+            jnp.where(b <= a, 0.0, (b - a) / jnp.where(b + c - 2 * a == 0, 1.0, b + c - 2 * a)),
         ).astype(dtype)
         return (1 - gamma) * alpha + gamma * e_t, gamma, it + 1
 
@@ -55,9 +57,7 @@ def frank_wolfe_min_norm(
     return alpha
 
 
-def nonnegative_qp(
-    hessian: jax.Array, linear: jax.Array, *, max_iters: int = 64
-) -> jax.Array:
+def nonnegative_qp(hessian: jax.Array, linear: jax.Array, *, max_iters: int = 64) -> jax.Array:
     r"""``argmin_{x >= 0} 1/2 x^T H x + q^T x`` for positive definite ``H`` (T x T).
 
     Primal-dual active set method (Hintermüller, Ito & Kunisch, 2002): guess the active set
@@ -71,7 +71,10 @@ def nonnegative_qp(
 
     def solve_on(active):
         free = ~active
-        system = jnp.where(free[:, None] & free[None, :], hessian, 0.0) + jnp.where(active, 1.0, 0.0) * eye
+        system = (
+            jnp.where(free[:, None] & free[None, :], hessian, 0.0)
+            + jnp.where(active, 1.0, 0.0) * eye
+        )
         x = jnp.linalg.solve(system, jnp.where(free, -linear, 0.0))
         x = jnp.where(active, 0.0, x)
         lam = jnp.where(active, hessian @ x + linear, 0.0)
@@ -106,3 +109,81 @@ def project_weights_to_dual_cone(
     for _ in range(u.ndim - 1):
         solve = jax.vmap(solve)
     return solve(u)
+
+
+def min_norm_point(
+    gramian: jax.Array,
+    init: jax.Array | None = None,
+    *,
+    linear: jax.Array | None = None,
+    max_iters: int | None = None,
+    reg_eps: float | None = None,
+) -> jax.Array:
+    r"""Exact ``argmin_{w in simplex} ½ w^T G w + q^T w``: Wolfe's minimum-norm-point algorithm.
+
+    Wolfe (1976): keep a corral ``S`` of affinely independent points; a major step adds the point
+    ``argmin_t (G w)_t`` that most violates optimality, minor steps move to the affine min-norm
+    point of ``S`` and drop the points that leave the simplex on the way. Finite in exact
+    arithmetic, robust on rank-deficient ``G`` (where the non-negative QP route is unbounded), and
+    it stops when ``min_t (G w + q)_t >= w^T (G w + q)`` to rounding. ``q = linear`` (default 0)
+    is the min-norm point of the rows shifted by ``y`` with ``q = J y``, solved without forming the
+    shifted Gramian (whose entries would swamp small rows in float32). ``init`` (on the simplex)
+    warm-starts it with ``S = {w > 0}``; ``max_iters`` defaults to ``10 T + 10``.
+    """
+    n = gramian.shape[0]
+    dtype = gramian.dtype
+    eps = jnp.finfo(dtype).eps
+    max_iters = 10 * n + 10 if max_iters is None else max_iters
+    scale = jnp.maximum(jnp.max(jnp.abs(jnp.diagonal(gramian))), jnp.finfo(dtype).tiny)
+    reg = (10.0 * eps if reg_eps is None else reg_eps) * scale
+    tol = 10.0 * n * eps * scale
+    eye = jnp.eye(n, dtype=dtype)
+    linear = jnp.zeros((n,), dtype) if linear is None else linear.astype(dtype)
+
+    def affine_min_norm(corral):
+        # [G_SS + reg I, 1; 1^T, 0] [v; -lambda] = [-q_S; 1], identity rows off the corral, with a
+        # Jacobi scaling of G_SS (v = S y): the norms of the points may span orders of magnitude.
+        both = corral[:, None] & corral[None, :]
+        block = jnp.where(both, gramian + reg * eye, 0.0) + jnp.where(corral, 0.0, 1.0) * eye
+        scale = jax.lax.rsqrt(jnp.maximum(jnp.diagonal(block), jnp.finfo(dtype).tiny))
+        block = block * jnp.outer(scale, scale)
+        ones = jnp.where(corral, scale, 0.0).astype(dtype)
+        system = jnp.block([[block, ones[:, None]], [ones[None, :], jnp.zeros((1, 1), dtype)]])
+        rhs = jnp.concatenate([jnp.where(corral, -scale * linear, 0.0), jnp.ones((1,), dtype)])
+        return jnp.where(corral, scale * jnp.linalg.solve(system, rhs)[:n], 0.0)
+
+    def step(carry):
+        w, corral, pending, _, it = carry
+        products = jnp.matmul(gramian, w, precision=jax.lax.Precision.HIGHEST) + linear
+        j = jnp.argmin(products)
+        optimal = (~pending) & (products[j] >= w @ products - tol)
+        corral = jnp.where(pending, corral, corral.at[j].set(True))
+        v = affine_min_norm(corral)
+        interior = jnp.all(jnp.where(corral, v > 0, True))
+        # Minor step: the largest move toward v that keeps w >= 0, then drop the zeroed points.
+        leaving = corral & (v <= 0)
+        ratios = jnp.where(leaving, w / jnp.where(leaving, w - v, 1.0), jnp.inf)
+        theta = jnp.clip(jnp.min(ratios), 0.0, 1.0)
+        moved = jnp.maximum(w + theta * (v - w), 0.0)
+        moved_corral = corral & (moved > eps * jnp.max(moved))
+        moved = jnp.where(moved_corral, moved, 0.0)
+        moved = moved / jnp.sum(moved)
+        new_w = jnp.where(interior, v, moved)
+        new_corral = jnp.where(interior, corral, moved_corral)
+        w = jnp.where(optimal, w, new_w)
+        corral = jnp.where(optimal, corral, new_corral)
+        return w, corral, (~interior) & (~optimal), optimal, it + 1
+
+    def keep_going(carry):
+        *_, done, it = carry
+        return (~done) & (it < max_iters)
+
+    if init is None:
+        w0 = jax.nn.one_hot(jnp.argmin(jnp.diagonal(gramian)), n, dtype=dtype)
+        pending0 = False
+    else:
+        w0 = init.astype(dtype)
+        pending0 = True  # re-solve on the warm corral before looking for a new point
+    init_carry = (w0, w0 > 0, jnp.asarray(pending0), jnp.asarray(False), 0)
+    w, *_ = jax.lax.while_loop(keep_going, step, init_carry)
+    return w

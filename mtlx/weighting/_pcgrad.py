@@ -27,7 +27,9 @@ def pcgrad_weights(gramian: jax.Array, key: jax.Array) -> jax.Array:
             sq_norm = gramian[j, j]
             # A zero row cannot be conflicted with (TorchJD would divide 0 by 0 here).
             conflict = (j != i) & (dot < 0) & (sq_norm > 0)
-            return c.at[j].add(jnp.where(conflict, -dot / jnp.where(sq_norm > 0, sq_norm, 1.0), 0.0)), None
+            return c.at[j].add(
+                jnp.where(conflict, -dot / jnp.where(sq_norm > 0, sq_norm, 1.0), 0.0)
+            ), None
 
         c0 = jax.nn.one_hot(i, num_tasks, dtype=gramian.dtype)
         return jax.lax.scan(step, c0, jax.random.permutation(key_i, num_tasks))[0]

@@ -41,6 +41,18 @@ METHODS_UNDER_TEST = [
         homogeneous=True,
         gramian=True,
     ),
+    dict(name="rlw", kwargs={}, homogeneous=True),
+    dict(name="rgw", kwargs={}, homogeneous=True),
+    dict(name="uw_so", kwargs={}, needs_losses=True, permutation_invariant=True, homogeneous=True),
+    dict(name="uw_o", kwargs={}, needs_losses=True, permutation_invariant=True, homogeneous=True),
+    dict(
+        name="uw",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        homogeneous=True,
+    ),
     dict(name="excess_mtl", kwargs={}, per_num_tasks=True, permutation_invariant=True),
     dict(name="modo", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
     dict(name="sdmgrad", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
@@ -51,6 +63,57 @@ METHODS_UNDER_TEST = [
         per_num_tasks=True,
         non_conflicting=True,
         conflict_tolerance=1e-2,  # the first update is MGDA's
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(
+        name="dwa",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        homogeneous=True,
+    ),
+    dict(name="gls", kwargs={}, needs_losses=True, permutation_invariant=True, homogeneous=True),
+    dict(
+        name="imtl_l",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        homogeneous=True,
+    ),
+    dict(
+        name="famo",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        homogeneous=True,
+    ),
+    dict(name="stch", kwargs={}, needs_losses=True, permutation_invariant=True, homogeneous=True),
+    dict(
+        name="gradnorm",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        homogeneous=True,
+        gramian=True,
+    ),
+    dict(
+        name="db_mtl",  # its state holds per-task gradients: init needs the right params
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+    ),
+    dict(
+        name="imtl",
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
         homogeneous=True,
         gramian=True,
     ),
@@ -84,6 +147,8 @@ METHODS_UNDER_TEST = [
         permutation_invariant=True,
         homogeneous=True,
     ),
+    dict(name="pbi", kwargs={"pref_vector": None}, needs_losses=True, homogeneous=True),
+    dict(name="cosmos", kwargs={"pref_vector": None}, needs_losses=True, homogeneous=True),
     dict(name="cagrad", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
     dict(name="imtl_g", kwargs={}, permutation_invariant=True, homogeneous=True, gramian=True),
     dict(
@@ -136,6 +201,8 @@ def make(entry, num_tasks):
         kwargs["weights"] = jnp.linspace(0.5, 1.5, num_tasks)
     if entry["name"] == "cr_mogm":
         kwargs["weighting"] = getattr(mtlx, kwargs["weighting"])()
+    if entry["name"] in ("pbi", "cosmos"):
+        kwargs["pref_vector"] = jnp.linspace(0.5, 1.5, num_tasks)
     if entry["per_num_tasks"]:
         kwargs["num_tasks"] = num_tasks
     return getattr(mtlx, entry["name"])(**kwargs)

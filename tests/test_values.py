@@ -50,6 +50,8 @@ WEIGHTS_VALUES = [
     ("krum_weights", {"n_byzantine": 1, "n_selected": 4}, J_KRUM, [0.25, 0.25, 0, 0.25, 0.25]),
     # IMTL (hybrid): IMTL-G on diag(e^s) G diag(e^s), times e^s; by hand: s = (0, log 2) gives
     # alpha = [[18, -44], [-44, 152]]^-1 [sqrt 18, sqrt 152], normalised, = [0.7440, 0.2560].
+    ("imtl_weights", {"log_scales": np.zeros(2)}, J_BASE, [0.5923, 0.4077]),
+    ("imtl_weights", {"log_scales": np.log([1.0, 2.0])}, J_BASE, [0.7440, 0.5120]),
     ("aligned_mtl_weights", {}, J_BASE, [0.5591, 0.4083]),
     ("dualproj_weights", {}, J_BASE, [0.6109, 0.5]),
     ("imtl_g_weights", {}, J_BASE, [0.5923, 0.4077]),

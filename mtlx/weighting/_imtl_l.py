@@ -1,0 +1,113 @@
+"""IMTL-L: impartial multi-task learning, loss balance with learned loss scales."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtlx._src import builders
+
+
+def imtl_l_weights(log_scales: jax.Array) -> jax.Array:
+    r"""IMTL-L weights ``w_t = exp(s_t)``: the model gradient of :math:`\sum_t e^{s_t} L_t - s_t`.
+
+    Args:
+      log_scales: ``(T,)`` the learned scales :math:`s_t`.
+
+    Returns:
+      ``(T,)`` positive weights.
+    """
+    return jnp.exp(log_scales)
+
+
+def imtl_l_scale_gradient(log_scales: jax.Array, task_losses: jax.Array) -> jax.Array:
+    r"""``d/ds_t`` of :math:`\sum_t e^{s_t} L_t - s_t`, :math:`e^{s_t} L_t - 1`; zero at
+    :math:`s_t = -\log L_t` (every scaled loss equal to 1)."""
+    return jnp.exp(log_scales) * task_losses - 1.0
+
+
+class IMTLLState(NamedTuple):
+    """State of :func:`imtl_l` (and of the loss-scale part of :func:`imtl`)."""
+
+    log_scales: jax.Array  # (T,) the learned s_t; the task weights are exp(s_t)
+    scale_opt_state: Any  # state of the optimizer that learns s
+
+
+def step_scales(
+    optimizer: optax.GradientTransformation, state: IMTLLState, gradient: jax.Array
+) -> IMTLLState:
+    """One optimizer step on the log-scales, keeping the state's dtypes."""
+    gradient = gradient.astype(state.log_scales.dtype)
+    updates, opt_state = optimizer.update(gradient, state.scale_opt_state, state.log_scales)
+    log_scales = optax.apply_updates(state.log_scales, updates).astype(state.log_scales.dtype)
+    opt_state = jax.tree.map(
+        lambda new, old: new.astype(old.dtype), opt_state, state.scale_opt_state
+    )
+    return IMTLLState(log_scales=log_scales, scale_opt_state=opt_state)
+
+
+def init_scales(num_tasks: int, optimizer: optax.GradientTransformation) -> IMTLLState:
+    log_scales = jnp.zeros((num_tasks,))
+    return IMTLLState(log_scales=log_scales, scale_opt_state=optimizer.init(log_scales))
+
+
+def imtl_l(
+    num_tasks: int,
+    learning_rate: jax.typing.ArrayLike = 1e-3,
+    *,
+    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
+) -> optax.GradientTransformationExtraArgs:
+    r"""IMTL-L, the loss-balance part of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
+
+    The model minimises :math:`\sum_t e^{s_t} L_t - s_t` with learned scales :math:`s_t`, so the
+    update is :math:`\sum_t e^{s_t} \nabla L_t` (ONE backward pass with the engine's Jacobian).
+
+    **How the scales are learned.** In the paper (and TorchJD's ``scalarization.IMTLL``) the
+    :math:`s_t` are parameters trained jointly with the model by the same loss. In an optax chain
+    the transform only sees gradients, so it learns them itself: each update, after computing the
+    weights from the current :math:`s`, it takes one step of ``optimizer(learning_rate)`` (Adam by
+    default) along :math:`\partial / \partial s_t = e^{s_t} L_t - 1`, whose
+    fixed point is :math:`e^{s_t} = 1 / L_t` (every scaled loss equal to 1). This is exactly what a
+    PyTorch optimizer holding the :math:`s_t` does with TorchJD's ``IMTLL``.
+
+    Args:
+      num_tasks: T, the number of learned scales.
+      learning_rate: learning rate of the scales' optimizer. The references put the :math:`s_t` in
+        the model's optimizer: pass the model's learning rate to match them.
+      optimizer: optax optimizer factory for the scales, called with ``learning_rate``
+        (``optax.adam`` by default; ``optax.sgd`` mirrors a PyTorch SGD), as :func:`mtlx.uw`.
+
+    Returns:
+      A transformation from a per-task Jacobian to :math:`\sum_t e^{s_t} \nabla L_t`; it needs
+      ``task_losses=`` (shape ``(T,)``). Task-specific leaves are weighted too.
+
+    With ``optax.inject_hyperparams``, declare ``static_args=("num_tasks", "optimizer")``.
+
+    Properties: the first update is the plain sum (:math:`s = 0`); weights positive; stateful.
+      Equivalent to uncertainty weighting up to the parametrisation of the scales.
+
+    References:
+      Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task Learning",
+      ICLR 2021.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    opt = optimizer(learning_rate)
+
+    def weights_fn(losses, state):
+        if losses.shape != (num_tasks,):
+            raise ValueError(
+                f"mtlx.imtl_l was built for num_tasks={num_tasks} but got {losses.shape[0]} task "
+                "losses."
+            )
+        weights = imtl_l_weights(state.log_scales)
+        gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
+        return weights.astype(losses.dtype), step_scales(opt, state, gradient)
+
+    return builders.loss_weighting(
+        weights_fn, name="imtl_l", init_fn=lambda params: init_scales(num_tasks, opt)
+    )

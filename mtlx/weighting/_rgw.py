@@ -1,0 +1,56 @@
+"""RGW: random gradient weighting, RLW's random weights applied to the shared gradients only."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from mtlx.weighting._rlw import Distribution, random_weighting
+
+
+def rgw(
+    distribution: Distribution = "normal",
+    seed: int | jax.Array = 0,
+    *,
+    concentration: jax.typing.ArrayLike = 1.0,
+    num_tasks: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Random gradient weighting (RGW), Algorithm 2 of Lin et al. (TMLR 2022).
+
+    At every step new weights :math:`w \sim p` (the distributions of :func:`mtlx.rlw_weights`)
+    combine the task gradients of the **shared** parameters; each task-specific parameter (a head)
+    keeps its own task's unweighted gradient:
+
+    .. math:: \text{update}_{\text{shared}} = \textstyle\sum_t w_t\, g_t, \qquad
+       \text{update}_{\text{head}_t} = \nabla_{\text{head}_t} L_t
+
+    With only shared parameters RGW and :func:`mtlx.rlw` give the same update for the same draw.
+    With ``distribution="normal"`` this is TorchJD's ``aggregation.Random``. The weights do not
+    depend on the Jacobian, so no Gramian is computed: with the engine's Jacobian, the update is
+    one batched VJP of two cotangents (``w`` for the shared leaves, ones for the heads).
+
+    Args:
+      distribution: the weight distribution; see :func:`mtlx.rlw_weights`.
+      seed: int seed or PRNG key; the key lives in the state (:class:`mtlx.RLWState`) and is split
+        once per step.
+      concentration: the Dirichlet concentration (scalar or ``(T,)``), for ``"dirichlet"``.
+      num_tasks: optional T, checked against the Jacobian's task axis.
+
+    Returns:
+      A transformation from a per-task Jacobian to one update. ``task_losses`` is optional.
+
+    Properties: positively homogeneous, linear in the Jacobian for a given draw; permutation-
+      invariant in law for the exchangeable distributions; not non-conflicting.
+
+    References:
+      Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task
+      Learning", TMLR 2022 (arXiv:2111.10603).
+    """
+    return random_weighting(
+        name="rgw",
+        task_specific="own",
+        distribution=distribution,
+        seed=seed,
+        concentration=concentration,
+        num_tasks=num_tasks,
+    )

@@ -1,0 +1,139 @@
+"""Hard parameter sharing: a shared encoder, per-task heads, and the shared/task-specific split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+from flax import nnx
+
+HEADS = "heads"  # the attribute, hence the path key, under which task-specific parameters live
+
+
+class TaskHeads(nnx.Module):
+    """T identical heads, stacked: every parameter has a leading task axis.
+
+    The constructor of one head is vectorised with ``nnx.vmap`` over T split keys, so each head
+    parameter is one array of shape ``(T, *shape)``: a task-specific leaf in the sense of
+    :func:`mtlx.value_and_jacobian` (task t's gradient lands in row t), and the T heads run as one
+    batched computation.
+
+    Example::
+
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> heads = TaskHeads(lambda rngs: nnx.Linear(8, 10, rngs=rngs), 3, rngs=nnx.Rngs(0))
+      >>> heads.head.kernel.shape
+      (3, 8, 10)
+      >>> [y.shape for y in heads(jnp.ones((5, 8)))]
+      [(5, 10), (5, 10), (5, 10)]
+
+    Args:
+      make_head: ``make_head(rngs) -> nnx.Module``, the constructor of one head (it must not
+        depend on Python-side randomness: it is traced once under ``vmap``).
+      num_tasks: T, the number of heads.
+      rngs: the random streams; each head gets its own split of every stream.
+    """
+
+    def __init__(
+        self, make_head: Callable[[nnx.Rngs], nnx.Module], num_tasks: int, *, rngs: nnx.Rngs
+    ):
+        if int(num_tasks) < 1:
+            raise ValueError(f"num_tasks must be a positive integer; got {num_tasks!r}.")
+        self.num_tasks = int(num_tasks)
+
+        @nnx.vmap(in_axes=0, out_axes=0)
+        def create(rngs: nnx.Rngs) -> nnx.Module:
+            return make_head(rngs)
+
+        self.head = create(rngs.split(self.num_tasks))
+
+    def stacked(self, features: Any) -> Any:
+        """Every head on the same features: outputs with a leading task axis ``(T, ...)``."""
+
+        @nnx.vmap(in_axes=(0, None), out_axes=0)
+        def apply(head: nnx.Module, x: Any) -> Any:
+            return head(x)
+
+        return apply(self.head, features)
+
+    def __call__(self, features: Any) -> tuple[Any, ...]:
+        """The T per-task outputs, as a tuple in task order."""
+        out = self.stacked(features)
+        return tuple(jax.tree.map(lambda y: y[t], out) for t in range(self.num_tasks))
+
+
+class PerTaskHeads(nnx.Module):
+    """Heterogeneous heads (different output sizes per task), one module per named task.
+
+    Their parameters have no task axis; they are task-specific by path (they live under
+    ``heads``, see :func:`is_shared`).
+
+    .. note::
+      :func:`mtlx.value_and_jacobian` expects task-specific leaves to carry a leading T axis, so
+      with these heads use :func:`mtlx.value_and_jacobian_through_features` (encoder and heads as
+      separate parameter sets), or keep the heads in the shared set.
+
+    Args:
+      heads: ``{task name: module}``; the output tuple follows this order.
+    """
+
+    def __init__(self, heads: Mapping[str, nnx.Module]):
+        if not heads:
+            raise ValueError("PerTaskHeads needs at least one head.")
+        self.names = tuple(heads)
+        self.by_task = nnx.Dict(dict(heads))
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.names)
+
+    def __call__(self, features: Any) -> tuple[Any, ...]:
+        return tuple(self.by_task[name](features) for name in self.names)
+
+
+class MultiTaskModel(nnx.Module):
+    """Hard parameter sharing: ``model(x) = heads(encoder(x))``, a tuple of T task outputs.
+
+    Args:
+      encoder: the shared trunk, ``encoder(x) -> features``.
+      heads: the task-specific part, ``heads(features) -> tuple`` of T outputs in a fixed task
+        order (:class:`TaskHeads` or :class:`PerTaskHeads`).
+    """
+
+    def __init__(self, encoder: nnx.Module, heads: nnx.Module):
+        self.encoder = encoder
+        self.heads = heads
+
+    @property
+    def num_tasks(self) -> int:
+        return self.heads.num_tasks
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+        return tuple(self.heads(self.encoder(x)))
+
+
+def _key_name(entry: Any) -> Any:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return entry
+
+
+def is_shared(path: tuple, leaf: Any = None) -> bool:
+    """Whether a parameter is shared across tasks: False for every path through ``heads``.
+
+    The predicate for ``mtlx.value_and_jacobian(loss_fn, shared=is_shared)`` on the parameter
+    state of a :class:`MultiTaskModel` (``nnx.split(model, nnx.Param, ...)``).
+
+    Args:
+      path: a ``jax.tree_util`` key path (``DictKey``/``GetAttrKey``/... entries) or an nnx path
+        (a tuple of strings and ints).
+      leaf: the parameter (unused; accepted for the ``(path, leaf)`` predicate protocol).
+
+    Returns:
+      ``False`` if some key of ``path`` is ``"heads"``, else ``True``.
+    """
+    del leaf
+    return not any(_key_name(entry) == HEADS for entry in path)

@@ -9,6 +9,7 @@
   params = optax.apply_updates(params, updates)
 """
 
+from mtlx.analysis.monitor import ConflictMonitorState, conflict_monitor, layer_conflict_counts
 from mtlx.jacobian import (
     Jacobian,
     as_jacobian,
@@ -23,6 +24,9 @@ from mtlx.weighting import __all__ as _weighting_all
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConflictMonitorState",
+    "conflict_monitor",
+    "layer_conflict_counts",
     "Jacobian",
     "as_jacobian",
     "jacobian_rows",

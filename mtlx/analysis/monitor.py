@@ -1,0 +1,247 @@
+"""``conflict_monitor``: an identity optax transform that counts per-layer gradient conflicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mtlx._src import jacobians
+from mtlx.analysis import conflict
+
+PyTree = Any
+
+
+class ConflictMonitorState(NamedTuple):
+    """State of :func:`conflict_monitor`: running sums over the monitored (step, task pair)s.
+
+    The ``layer_*`` fields are dicts ``{layer: array}`` keyed by layer name (see
+    :mod:`mtlx.analysis.conflict`), so ``optax.tree.get`` and checkpointing see named leaves.
+    """
+
+    count: jax.Array  # int32 (): updates seen (monitored or not)
+    steps: jax.Array  # int32 (): monitored updates
+    thresholds: jax.Array  # float32 (S,): the conflict thresholds, cos < S
+    layer_counts: dict[str, jax.Array]  # int32 (S,): (step, pair)s with per-layer cos < S
+    layer_observations: dict[str, jax.Array]  # int32 (): (step, pair)s observed on the layer
+    layer_cosine_sum: dict[str, jax.Array]  # float32 (): sum of cos over (step, pair)s
+    layer_cosine_sq_sum: dict[str, jax.Array]  # float32 (): sum of cos^2
+    layer_magnitude_similarity_sum: dict[str, jax.Array]  # float32 ()
+    layer_sign_disagreement_sum: dict[str, jax.Array]  # float32 ()
+    layer_last_cosine: dict[str, jax.Array]  # float32 (): mean over pairs, last monitored step
+    counts: jax.Array  # int32 (S,): the same as layer_counts, whole shared parameter vector
+    observations: jax.Array  # int32 ()
+    cosine_sum: jax.Array  # float32 ()
+    cosine_sq_sum: jax.Array  # float32 ()
+
+
+def conflict_monitor(
+    thresholds: Sequence[float] = conflict.DEFAULT_THRESHOLDS,
+    *,
+    every: int = 1,
+    signs: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    r"""An identity transform whose state accumulates per-layer gradient-conflict statistics.
+
+    Place it before the weighting:
+    ``optax.chain(mtlx.conflict_monitor(), mtlx.pcgrad(), optax.adam(1e-3))``. It receives the
+    Jacobian (a plain task-stacked pytree or the engine's :class:`mtlx.Jacobian`) and passes it on
+    unchanged. On every ``every``-th update it reads the rows once (``jac.rows()``; the engine's
+    Jacobian caches them, so the Gramian method that follows reuses them in the same trace),
+    computes each layer's ``(T, T)`` Gramian over the shared leaves and adds, per layer, for every
+    task pair ``s < t``: the indicators :math:`\cos(g_s, g_t) < S` for each threshold ``S`` (the
+    S-conflict score of Recon, Shi et al., ICLR 2023), the cosine and its square, the gradient
+    magnitude similarity and the sign-disagreement fraction. Read the result with
+    :func:`layer_conflict_counts` and :func:`layer_conflict_summary`.
+
+    Args:
+      thresholds: conflict thresholds ``S`` (cosines in ``[-1, 1]``); Recon uses
+        ``(0.0, -0.02, -0.05, -0.1)``.
+      every: monitor one update in ``every`` (``jax.lax.cond`` on the state's counter; on a skipped
+        update no row is computed). With ``every > 1`` the rows the monitor reads are not shared
+        with the weighting that follows (they are computed inside the ``cond`` branch). Before a
+        loss-only weighting (EW, RLW, UW, ...), which needs one backward pass, the monitor's rows
+        are T more: ``every > 1`` keeps the average step cheap.
+      signs: also accumulate the sign-disagreement fraction (one more T x T product per leaf);
+        without it the sign sums stay 0.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``init(params)`` needs the parameters (their
+      tree gives the layers), ``update`` returns the Jacobian unchanged.
+
+    Properties: identity on the updates; works inside ``jax.jit``, ``jax.vmap`` and
+      ``jax.lax.scan``; task-specific leaves (``jac.shared_mask`` False) are left out, as are
+      layers made only of them; T = 1 has no pair and counts nothing.
+
+    References:
+      Shi et al., "Recon: Reducing Conflicting Gradients from the Root for Multi-Task Learning",
+      ICLR 2023.
+    """
+    s_tuple = tuple(float(s) for s in thresholds)
+    conflict._thresholds_array(s_tuple)  # validates at construction, not at the first update
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int; got {every!r}.")
+    num_s = len(s_tuple)
+
+    def init_fn(params: PyTree) -> ConflictMonitorState:
+        if params is None or not jax.tree.leaves(params):
+            raise ValueError(
+                "conflict_monitor.init needs the parameters: their tree names the layers."
+            )
+        names = conflict.layer_names(params)
+        zeros_i = lambda shape=(): {n: jnp.zeros(shape, jnp.int32) for n in names}  # noqa: E731
+        zeros_f = lambda: {n: jnp.zeros((), jnp.float32) for n in names}  # noqa: E731
+        return ConflictMonitorState(
+            count=jnp.zeros((), jnp.int32),
+            steps=jnp.zeros((), jnp.int32),
+            thresholds=jnp.asarray(s_tuple, jnp.float32),
+            layer_counts=zeros_i((num_s,)),
+            layer_observations=zeros_i(),
+            layer_cosine_sum=zeros_f(),
+            layer_cosine_sq_sum=zeros_f(),
+            layer_magnitude_similarity_sum=zeros_f(),
+            layer_sign_disagreement_sum=zeros_f(),
+            layer_last_cosine=zeros_f(),
+            counts=jnp.zeros((num_s,), jnp.int32),
+            observations=jnp.zeros((), jnp.int32),
+            cosine_sum=jnp.zeros((), jnp.float32),
+            cosine_sq_sum=jnp.zeros((), jnp.float32),
+        )
+
+    def observe(jac: jacobians.Jacobian, state: ConflictMonitorState) -> ConflictMonitorState:
+        lj = conflict.layer_jacobian(jac, signs=signs)
+        unknown = [n for n in lj.layers if n not in state.layer_counts]
+        if unknown:
+            raise ValueError(
+                f"the Jacobian has layers {unknown} that the parameters given to "
+                "conflict_monitor.init do not have: init with the parameters being trained."
+            )
+        rows, cols = conflict.pair_indices(jac.num_tasks)
+        num_pairs = len(rows)
+        signs_pairs = lj.sign_disagreement[:, rows, cols]
+        stats = conflict.statistics_from_gramian(lj.gramians, s_tuple, signs_pairs)
+        total = conflict.statistics_from_gramian(lj.gramian, s_tuple)
+        f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+        sums = {
+            "cos": f32(stats.cosine).sum(-1),
+            "cos2": f32(stats.cosine**2).sum(-1),
+            "gms": f32(stats.magnitude_similarity).sum(-1),
+            "sign": jnp.nan_to_num(f32(stats.sign_disagreement)).sum(-1),
+            "last": f32(stats.cosine).sum(-1) / max(num_pairs, 1),
+            "counts": stats.conflicts.sum(-2).astype(jnp.int32),
+        }
+
+        def add(field: dict, key: str) -> dict:
+            out = dict(field)
+            for i, name in enumerate(lj.layers):
+                out[name] = field[name] + sums[key][i]
+            return out
+
+        last = dict(state.layer_last_cosine)
+        obs = dict(state.layer_observations)
+        for i, name in enumerate(lj.layers):
+            last[name] = sums["last"][i]
+            obs[name] = obs[name] + num_pairs
+        return state._replace(
+            steps=state.steps + 1,
+            layer_counts=add(state.layer_counts, "counts"),
+            layer_observations=obs,
+            layer_cosine_sum=add(state.layer_cosine_sum, "cos"),
+            layer_cosine_sq_sum=add(state.layer_cosine_sq_sum, "cos2"),
+            layer_magnitude_similarity_sum=add(state.layer_magnitude_similarity_sum, "gms"),
+            layer_sign_disagreement_sum=add(state.layer_sign_disagreement_sum, "sign"),
+            layer_last_cosine=last,
+            counts=state.counts + total.conflicts.sum(-2).astype(jnp.int32),
+            observations=state.observations + num_pairs,
+            cosine_sum=state.cosine_sum + f32(total.cosine).sum(),
+            cosine_sq_sum=state.cosine_sq_sum + f32(total.cosine**2).sum(),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        jac = jacobians.as_jacobian(updates)
+        if every == 1:
+            new_state = observe(jac, state)
+        else:
+            # The Jacobian goes in as an operand: the branch works on its own (uncached) copy, so
+            # no row traced inside the cond leaks into the weighting that follows.
+            new_state = jax.lax.cond(state.count % every == 0, observe, lambda j, s: s, jac, state)
+        return updates, new_state._replace(count=state.count + 1)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_state(state: Any) -> ConflictMonitorState:
+    if isinstance(state, ConflictMonitorState):
+        return state
+    if isinstance(state, (tuple, list)):
+        for s in state:
+            try:
+                return _find_state(s)
+            except ValueError:
+                pass
+    raise ValueError(
+        "no ConflictMonitorState found: pass the state of mtlx.conflict_monitor (or of an "
+        "optax.chain that contains it)."
+    )
+
+
+def layer_conflict_counts(state: Any, *, observed_only: bool = True) -> dict[str, np.ndarray]:
+    """``{layer: counts}``, one count per threshold: the (step, task pair)s with per-layer cos < S.
+
+    This is Recon's S-conflict score of each layer. A host-side reader (call it outside
+    ``jax.jit``).
+
+    Args:
+      state: the :class:`ConflictMonitorState`, or an ``optax.chain`` state that contains it.
+      observed_only: leave out the layers never observed (task-specific ones) once a step was
+        monitored.
+    """
+    state = _find_state(state)
+    observed = {k: int(v) for k, v in state.layer_observations.items()}
+    keep = not observed_only or int(state.steps) == 0
+    return {k: np.asarray(v) for k, v in state.layer_counts.items() if keep or observed[k] > 0}
+
+
+def layer_conflict_summary(state: Any) -> dict[str, dict[str, Any]]:
+    """Per observed layer: mean / std of the cosine, conflict fractions, mean magnitude similarity
+    and sign disagreement over every monitored (step, task pair). Host-side, like
+    :func:`layer_conflict_counts`. The whole shared vector is the entry ``"<all shared>"``.
+    """
+    state = _find_state(state)
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(n, counts, cos_sum, cos_sq_sum, gms_sum=None, sign_sum=None):
+        n = int(n)
+        d = max(n, 1)
+        mean = float(cos_sum) / d
+        row = {
+            "observations": n,
+            "conflict_counts": np.asarray(counts).tolist(),
+            "conflict_fraction": (np.asarray(counts) / d).tolist(),
+            "mean_cosine": mean,
+            "std_cosine": float(np.sqrt(max(float(cos_sq_sum) / d - mean**2, 0.0))),
+        }
+        if gms_sum is not None:
+            row["mean_magnitude_similarity"] = float(gms_sum) / d
+            row["mean_sign_disagreement"] = float(sign_sum) / d
+        return row
+
+    for k, n in state.layer_observations.items():
+        if int(n) > 0:
+            out[k] = entry(
+                n,
+                state.layer_counts[k],
+                state.layer_cosine_sum[k],
+                state.layer_cosine_sq_sum[k],
+                state.layer_magnitude_similarity_sum[k],
+                state.layer_sign_disagreement_sum[k],
+            )
+    out["<all shared>"] = entry(
+        state.observations, state.counts, state.cosine_sum, state.cosine_sq_sum
+    )
+    return out

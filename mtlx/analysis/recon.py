@@ -1,0 +1,265 @@
+r"""Recon: turn the most conflicting shared layers into task-specific ones (Shi et al., ICLR 2023).
+
+The recipe of the paper and its reference code (moukamisama/Recon):
+
+1. **Search.** Train the shared model jointly for a short while (the reference uses equal
+   weights) with :func:`mtlx.conflict_monitor` before the weighting. A layer's **S-conflict
+   score** is the number of (step, task pair) whose per-layer cosine is below ``S``:
+   :math:`\mathrm{score}_S(\ell) = \sum_k \sum_{s<t} [\cos(g^k_{s,\ell}, g^k_{t,\ell}) < S]`.
+2. **Select** the top-K layers by score (:func:`select_layers`; or as many as a parameter budget
+   allows).
+3. **Split** them (:func:`split_params`): each selected leaf gets a leading task axis ``T``, its
+   copies initialised from the shared layer (the reference ``deepcopy``-s module 0 of a freshly
+   built network) or freshly.
+4. **Retrain from scratch** with any weighting method. The split model is the original model run
+   as ``jax.vmap(apply, in_axes=(axes, None), axis_size=T)`` (:func:`split_apply`): axis 0 on split
+   leaves, ``None`` on shared ones. vmap leaves work that does not depend on a split leaf unbatched,
+   so the shared prefix before the first split layer runs once, and any model written as a pure
+   ``apply(params, x)`` (a Flax model through ``nnx.split`` / ``nnx.merge``) works unchanged.
+
+The split leaves are task-specific in :func:`mtlx.value_and_jacobian`'s sense (leading T axis, task
+t's gradient on copy t): pass ``shared=`` :func:`shared_mask` ``(axes)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtlx.analysis import conflict, monitor
+
+PyTree = Any
+
+
+def recon_scores(state: Any, threshold: float | None = None) -> dict[str, int]:
+    """Each observed layer's S-conflict score, highest first (ties: layer order).
+
+    Args:
+      state: the state of :func:`mtlx.conflict_monitor` (or of a chain containing it) after the
+        search run.
+      threshold: which ``S`` of the monitor's thresholds; default its first one.
+
+    Returns:
+      ``{layer: score}`` sorted by decreasing score.
+    """
+    mon = monitor._find_state(state)
+    thresholds = [float(s) for s in np.asarray(mon.thresholds)]
+    index = 0
+    if threshold is not None:
+        matches = [i for i, s in enumerate(thresholds) if abs(s - float(threshold)) < 1e-6]
+        if not matches:
+            raise ValueError(
+                f"threshold {threshold} was not monitored; the monitor's thresholds are "
+                f"{thresholds}."
+            )
+        index = matches[0]
+    counts = monitor.layer_conflict_counts(mon)
+    scores = {layer: int(c[index]) for layer, c in counts.items()}
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def select_layers(
+    scores: Mapping[str, float],
+    *,
+    top_k: int | None = None,
+    param_budget: int | None = None,
+    sizes: Mapping[str, int] | None = None,
+    num_tasks: int | None = None,
+) -> list[str]:
+    """The layers to split: the ``top_k`` highest scores, or the most conflicting within a budget.
+
+    Args:
+      scores: ``{layer: score}`` (e.g. :func:`recon_scores`).
+      top_k: number of layers (Recon's K).
+      param_budget: maximal number of *added* parameters: a layer of ``n`` parameters adds
+        ``(T - 1) n``. Layers are taken in decreasing score order; one that would exceed the budget
+        is skipped and the next ones are still considered.
+      sizes: ``{layer: number of parameters}`` (:func:`mtlx.analysis.layer_sizes`), with a budget.
+      num_tasks: T, with a budget.
+
+    Returns:
+      Layer names, most conflicting first (ties keep the order of ``scores``).
+    """
+    if (top_k is None) == (param_budget is None):
+        raise ValueError("give exactly one of top_k and param_budget.")
+    order = [k for k, _ in sorted(scores.items(), key=lambda kv: -kv[1])]
+    if top_k is not None:
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0; got {top_k}.")
+        return order[:top_k]
+    if sizes is None or num_tasks is None:
+        raise ValueError("a param_budget needs the layer sizes and num_tasks.")
+    missing = [k for k in order if k not in sizes]
+    if missing:
+        raise ValueError(f"no size for layers {missing}.")
+    chosen, used = [], 0
+    for layer in order:
+        added = (num_tasks - 1) * int(sizes[layer])
+        if used + added <= param_budget:
+            chosen.append(layer)
+            used += added
+    return chosen
+
+
+def _check_layers(params: PyTree, layers: Iterable[str]) -> set[str]:
+    layers = set(layers)
+    unknown = layers - set(conflict.layer_names(params))
+    if unknown:
+        raise ValueError(
+            f"layers {sorted(unknown)} are not in the parameters; their layers are "
+            f"{list(conflict.layer_names(params))}."
+        )
+    return layers
+
+
+def split_axes(params: PyTree, layers: Iterable[str]) -> PyTree:
+    """The ``in_axes`` for :func:`split_apply`: 0 on the leaves of ``layers``, None elsewhere."""
+    layers = _check_layers(params, layers)
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    axes = [0 if conflict.layer_of_path(p) in layers else None for p, _ in paths_leaves]
+    return jax.tree.unflatten(treedef, axes)
+
+
+def _axes_leaves(axes: PyTree, params: PyTree) -> list[int | None]:
+    treedef = jax.tree.structure(params)
+    leaves = treedef.flatten_up_to(axes)
+    if any(a not in (0, None) for a in leaves):
+        raise ValueError("split axes are 0 (task-specific) or None (shared).")
+    return leaves
+
+
+def split_params(
+    params: PyTree,
+    layers: Iterable[str],
+    num_tasks: int,
+    *,
+    init: Literal["copy", "fresh"] = "copy",
+    fresh_init: Callable[[jax.Array], PyTree] | None = None,
+    key: jax.Array | int = 0,
+) -> tuple[PyTree, PyTree]:
+    """Turns ``layers`` into task-specific layers: their leaves gain a leading task axis ``T``.
+
+    Args:
+      params: the (freshly initialised, for a retrain from scratch) shared parameters.
+      layers: layer names (see :mod:`mtlx.analysis.conflict`), e.g. from :func:`select_layers`.
+      num_tasks: T.
+      init: ``"copy"``: T copies of the shared layer (the reference code); ``"fresh"``: copy t
+        comes from ``fresh_init(key_t)``, an independent initialisation per task.
+      fresh_init: ``key -> params`` with ``params``' structure (e.g. a model initialiser), for
+        ``init="fresh"``.
+      key: PRNG key or seed of the fresh initialisations.
+
+    Returns:
+      ``(split_params, axes)``: ``axes`` is 0 on split leaves, None on shared ones.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1; got {num_tasks}.")
+    axes = split_axes(params, layers)
+    axes_leaves = _axes_leaves(axes, params)
+    leaves, treedef = jax.tree.flatten(params)
+    if init == "copy":
+        copies = [jnp.broadcast_to(x, (num_tasks, *jnp.shape(x))) for x in leaves]
+    elif init == "fresh":
+        if fresh_init is None:
+            raise ValueError('init="fresh" needs fresh_init: key -> params.')
+        key = jax.random.key(key) if isinstance(key, int) else key
+        fresh = [fresh_init(k) for k in jax.random.split(key, num_tasks)]
+        fresh_leaves = [treedef.flatten_up_to(f) for f in fresh]
+        copies = [jnp.stack([f[i] for f in fresh_leaves]) for i in range(len(leaves))]
+        for x, c in zip(leaves, copies):
+            if c.shape[1:] != jnp.shape(x):
+                raise ValueError(
+                    f"fresh_init gave a leaf of shape {c.shape[1:]} for {jnp.shape(x)}."
+                )
+    else:
+        raise ValueError(f"init must be 'copy' or 'fresh'; got {init!r}.")
+    out = [c if a == 0 else x for x, c, a in zip(leaves, copies, axes_leaves)]
+    return jax.tree.unflatten(treedef, out), axes
+
+
+def shared_mask(axes: PyTree, base: PyTree | None = None) -> PyTree:
+    """The ``shared=`` mask for :func:`mtlx.value_and_jacobian`: True where ``axes`` is None.
+
+    Args:
+      axes: from :func:`split_params`.
+      base: an optional bool tree of the same structure (e.g. False on stacked heads), and-ed in.
+    """
+    flat = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+    mask = [a is None for a in flat[0]]
+    if base is not None:
+        base_leaves = jax.tree.leaves(base)
+        if len(base_leaves) != len(mask):
+            raise ValueError(f"base has {len(base_leaves)} leaves for {len(mask)} axes.")
+        mask = [m and bool(b) for m, b in zip(mask, base_leaves)]
+    return jax.tree.unflatten(flat[1], mask)
+
+
+def split_apply(apply_fn: Callable[..., Any], axes: PyTree, num_tasks: int) -> Callable[..., Any]:
+    """The split model: ``apply_fn`` vmapped over the task copies, task t's output from copy t.
+
+    Args:
+      apply_fn: ``apply_fn(params, *inputs)`` of the original model, returning a tuple (or list) of
+        T per-task outputs, or a pytree whose leaves have a leading T axis.
+      axes: from :func:`split_params` (all None: exactly the original model).
+      num_tasks: T.
+
+    Returns:
+      ``(split_params, *inputs) -> outputs`` of the same structure as ``apply_fn``'s.
+
+    .. note:: Computation after the first split layer runs once per copy, for every task's output
+      (T times the heads when the heads follow a split layer); only copy t's output t is kept.
+    """
+
+    def split_fn(params: PyTree, *inputs: Any) -> Any:
+        in_axes = (axes,) + (None,) * len(inputs)
+        out = jax.vmap(apply_fn, in_axes=in_axes, axis_size=num_tasks)(params, *inputs)
+        if isinstance(out, (tuple, list)) and len(out) == num_tasks:
+            picked = [jax.tree.map(lambda x, t=t: x[t], o) for t, o in enumerate(out)]
+            return type(out)(picked) if isinstance(out, list) else tuple(picked)
+        diag = jnp.arange(num_tasks)
+        return jax.tree.map(lambda x: x[diag, diag], out)
+
+    return split_fn
+
+
+class ParameterIncrease(NamedTuple):
+    """Parameter count of a split model against the original."""
+
+    original: int  # parameters of the shared model
+    split: int  # parameters after splitting
+    added: int  # (T - 1) x parameters of the split layers
+    fraction: float  # added / original
+
+
+def parameter_increase(params: PyTree, layers: Iterable[str], num_tasks: int) -> ParameterIncrease:
+    """How many parameters splitting ``layers`` of ``params`` (the unsplit ones) adds."""
+    layers = _check_layers(params, layers)
+    sizes = conflict.layer_sizes(params)
+    original = sum(sizes.values())
+    added = (num_tasks - 1) * sum(sizes[k] for k in layers)
+    return ParameterIncrease(original, original + added, added, added / max(original, 1))
+
+
+def conflict_fraction(
+    state: Any,
+    layers: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    threshold: float | None = None,
+) -> float:
+    """Fraction of observed (step, task pair, layer) with per-layer cos < S, pooled over ``layers``.
+
+    Compare a model before and after splitting on the same remaining shared layers: pass the
+    split layers as ``exclude`` for both.
+    """
+    mon = monitor._find_state(state)
+    thresholds = [float(s) for s in np.asarray(mon.thresholds)]
+    index = 0 if threshold is None else int(np.argmin(np.abs(np.asarray(thresholds) - threshold)))
+    counts = monitor.layer_conflict_counts(mon)
+    keep = [k for k in (counts if layers is None else layers) if k in counts and k not in exclude]
+    conflicts = sum(int(counts[k][index]) for k in keep)
+    observations = sum(int(mon.layer_observations[k]) for k in keep)
+    return conflicts / max(observations, 1)

@@ -1,0 +1,130 @@
+"""Checkpoints that resume bit-exactly (the only module that imports orbax).
+
+A checkpoint holds the :class:`~mtlx.training.step.TrainState` (parameters, model state with its
+dropout PRNG keys, the optax state with the mtlx method's PRNG key and statistics, the step) and
+the data position (``mtlx.data.Batches.get_state()``, e.g. ``{"step": 1200}``) plus free-form JSON metadata (the run's configuration).
+Typed PRNG keys cannot be serialised: they are stored as their raw ``uint32`` key data and wrapped
+again on restore with the implementation of the corresponding key in the target state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _unwrap_keys(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _rewrap_keys(tree: PyTree, like: PyTree) -> PyTree:
+    def rewrap(x, ref):
+        if _is_key(ref):
+            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+        return x
+
+    return jax.tree.map(rewrap, tree, like)
+
+
+def _abstract(tree: PyTree) -> PyTree:
+    def spec(x):
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, tree)
+
+
+class Checkpointer:
+    """Saves and restores training state under ``directory/<step>/``.
+
+    Args:
+      directory: where the checkpoints go (created if needed; made absolute).
+      max_to_keep: how many recent checkpoints to keep (``None``: all).
+
+    Example::
+
+      ckpt = Checkpointer(workdir)
+      ckpt.save(state, position, metadata={"method": "pcgrad"})
+      state, position, metadata = ckpt.restore(like=step_fns.init())
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        """The step of the newest checkpoint, or ``None`` when there is none."""
+        return self._manager.latest_step()
+
+    def save(
+        self,
+        state: Any,
+        position: dict[str, Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> int:
+        """Writes ``state`` and ``position`` as the checkpoint of ``int(state.step)``."""
+        step = int(jax.device_get(state.step))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_unwrap_keys(state)),
+                position=ocp.args.JsonSave({k: int(v) for k, v in position.items()}),
+                metadata=ocp.args.JsonSave(dict(metadata or {})),
+            ),
+            force=True,
+        )
+        if wait:
+            self._manager.wait_until_finished()
+        return step
+
+    def restore(
+        self, like: Any, step: int | None = None
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The state, data position and metadata of checkpoint ``step`` (default: the newest).
+
+        Args:
+          like: a state with the target structure, dtypes and shardings (e.g. a fresh
+            ``init()``); its PRNG keys give the key implementations.
+          step: which checkpoint; ``None`` for the newest.
+
+        Raises:
+          FileNotFoundError: no checkpoint in the directory.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(_unwrap_keys(like))),
+                position=ocp.args.JsonRestore(),
+                metadata=ocp.args.JsonRestore(),
+            ),
+        )
+        state = _rewrap_keys(restored["state"], like)
+        return state, dict(restored["position"]), dict(restored["metadata"] or {})
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:  # noqa: PYI034 - final class
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,108 @@
+"""The trainer end to end on the default dataset: metrics, logs, checkpoints, errors, the CLI."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from mtlx import train as cli
+from mtlx.training import Checkpointer, NonFiniteLossError, TrainConfig, datasets, train
+
+# A small MLP keeps every compile short; the data is the real default (Multi-Digits).
+SMALL = {"model_kwargs": {"hidden": (32,)}, "progress": False}
+
+
+def _leaves(tree):
+    """Leaves as NumPy arrays, PRNG keys as their key data (comparable bit for bit)."""
+    out = []
+    for x in jax.tree.leaves(tree):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(np.asarray(x))
+    return out
+
+
+def test_default_dataset_end_to_end(tmp_path):
+    config = TrainConfig(
+        num_steps=200,
+        steps_per_call=50,
+        log_every=100,
+        eval_every=100,
+        workdir=str(tmp_path),
+        **SMALL,
+    )
+    result = train(config)
+    assert [t.name for t in result.tasks] == ["left", "right"]
+    for task in ("left", "right"):
+        assert result.results[task]["accuracy"] > 0.7  # 10 classes: chance is 0.1
+    assert np.isfinite(result.delta_m)  # the default config carries single-task baselines
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "train/loss/left" in r]
+    assert [r["step"] for r in train_records] == [100, 200]
+    assert train_records[1]["train/loss/left"] < train_records[0]["train/loss/left"]
+    assert "eval/left/accuracy" in records[-1] and "eval/delta_m" in records[-1]
+    assert any(r["step"] == 100 and "eval/right/accuracy" in r for r in records)  # eval_every
+
+
+def test_checkpoint_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
+    # PCGrad keeps a PRNG key in its state; 60 steps of batch 64 cross an epoch boundary (21
+    # batches per epoch), so the data position matters too.
+    base = TrainConfig(method="pcgrad", num_steps=60, steps_per_call=10, log_every=10, **SMALL)
+    uninterrupted = train(base)
+    first = train(base.replace(num_steps=30, checkpoint_every=30, workdir=str(tmp_path)))
+    assert int(first.state.step) == 30
+    resumed = train(base.replace(checkpoint_every=30, workdir=str(tmp_path)))
+    assert int(resumed.state.step) == 60
+    for a, b in zip(_leaves(uninterrupted.state), _leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.results == uninterrupted.results
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 60
+        _, position, metadata = ckpt.restore(like=resumed.state)
+    assert position == {"step": 60} and metadata["method"] == "pcgrad"
+
+
+def test_non_finite_loss_stops_with_the_task_name():
+    data = datasets.digits(num_train=64, num_test=8)
+    data.train["image"][:] = np.nan
+    config = TrainConfig(num_steps=2, steps_per_call=1, batch_size=32, **SMALL)
+    with pytest.raises(NonFiniteLossError, match=r"task 'left' is nan at step 1"):
+        train(config, dataset=data)
+
+
+def test_unknown_names_fail_clearly():
+    with pytest.raises(ValueError, match="unknown method 'nope'.*Available: .*pcgrad"):
+        train(TrainConfig(method="nope", num_steps=1, steps_per_call=1, **SMALL))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.load("imagenet")
+    with pytest.raises(ValueError, match="multiple of steps_per_call"):
+        TrainConfig(num_steps=15, steps_per_call=10).validate()
+
+
+def test_cli_help_and_unknown_method(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--method" in capsys.readouterr().out
+    assert cli.main(["--method", "nope"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_cli_runs_several_methods_and_prints_a_table(capsys):
+    args = [
+        "--method",
+        "ew",
+        "UW-SO",
+        "--steps",
+        "20",
+        "--steps-per-call",
+        "10",
+        "--model-kwargs",
+        '{"hidden": [16]}',
+        "--no-progress",
+    ]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| method | left accuracy | right accuracy | Δm (%) | time (s) |" in out
+    assert "| ew |" in out and "| uw_so |" in out

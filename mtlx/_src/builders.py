@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from mtlx._src import jacobians
@@ -101,3 +102,21 @@ def fixed_weighting(
         return jac.combine(weights_of(jac.num_tasks), task_specific="weighted"), state
 
     return optax.GradientTransformationExtraArgs(_empty_init, update_fn)
+
+
+def as_pref_vector(pref_vector: jax.typing.ArrayLike | None) -> jax.Array | None:
+    """A method's preference vector as an array (None stays None); a ValueError unless a vector."""
+    if pref_vector is None:
+        return None
+    pref = jnp.asarray(pref_vector)
+    if pref.ndim != 1:
+        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    return pref
+
+
+def check_pref_vector(pref: jax.Array | None, num_tasks: int) -> None:
+    """A ValueError when a preference vector's length is not the number of tasks."""
+    if pref is not None and pref.shape[0] != num_tasks:
+        raise ValueError(
+            f"pref_vector has {pref.shape[0]} entries but the Jacobian has {num_tasks} tasks."
+        )

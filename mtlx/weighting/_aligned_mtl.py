@@ -101,17 +101,11 @@ def aligned_mtl(
     """
     if scale_mode not in _SCALE_MODES:
         raise ValueError(f"unknown scale_mode {scale_mode!r}; expected 'min', 'median' or 'rmse'.")
-    pref = None if pref_vector is None else jnp.asarray(pref_vector)
-    if pref is not None and pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(pref_vector)
 
     def weights_fn(gramian, losses, state):
         del losses
-        if pref is not None and pref.shape[0] != gramian.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but the Jacobian has "
-                f"{gramian.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, gramian.shape[0])
         return aligned_mtl_weights(gramian, pref, scale_mode=scale_mode), state
 
     return builders.gramian_weighting(weights_fn, name="aligned_mtl")

@@ -89,17 +89,11 @@ def config(
       Liu et al., `ConFIG: Towards Conflict-free Training of Physics Informed Neural Networks
       <https://arxiv.org/abs/2408.11104>`_, ICLR 2025.
     """
-    pref = None if pref_vector is None else jnp.asarray(pref_vector)
-    if pref is not None and pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(pref_vector)
 
     def weights_fn(gramian, losses, state):
         del losses
-        if pref is not None and pref.shape[0] != gramian.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but the Jacobian has "
-                f"{gramian.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, gramian.shape[0])
         return config_weights(gramian, pref), state
 
     return builders.gramian_weighting(weights_fn, name="config")

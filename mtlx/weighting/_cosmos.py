@@ -74,17 +74,12 @@ def cosmos(
       Ruchte & Grabocka, "Scalable Pareto Front Approximation for Deep Multi-Objective Learning",
       ICDM 2021.
     """
-    pref = jnp.asarray(pref_vector)
-    if pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(jnp.asarray(pref_vector))
     if not isinstance(lambda_, jax.core.Tracer) and not np.all(np.asarray(lambda_) >= 0):
         raise ValueError(f"lambda_ must be non-negative; got {lambda_}.")
 
     def weights_fn(losses, state):
-        if pref.shape[0] != losses.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but there are {losses.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, losses.shape[0])
         return cosmos_weights(losses, pref.astype(losses.dtype), lambda_), state
 
     return builders.loss_weighting(weights_fn, name="cosmos")

@@ -15,7 +15,7 @@ def dualproj_weights(
     *,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> jax.Array:
     r"""DualProj weights: ``w = argmin_{v >= p} v^T G v``, so that ``J^T w = pi_J(J^T p)``.
 
@@ -28,7 +28,7 @@ def dualproj_weights(
       pref_vector: ``(T,)`` preference ``p``; ``None`` for ``1/T`` (the mean).
       norm_eps: the Gramian is treated as zero when its trace is below this.
       reg_eps: added to the normalized Gramian's diagonal to make it positive definite.
-      max_iters: bound on the active-set iterations.
+      max_iters: bound on the active-set iterations (None: 4 T + 8).
 
     Returns:
       ``(T,)`` weights, ``w >= p``.
@@ -46,7 +46,7 @@ def dualproj(
     pref_vector: jax.typing.ArrayLike | None = None,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""DualProj: project the preference combination onto the dual cone of the task gradients.
 
@@ -63,7 +63,7 @@ def dualproj(
       norm_eps: the Gramian is set to zero when its trace is below this (all rows ~ 0).
       reg_eps: added to the trace-normalized Gramian's diagonal to make it positive definite (as
         TorchJD's ``QuadprogProjector(norm_eps, reg_eps)``).
-      max_iters: bound on the active-set iterations of the QP solver.
+      max_iters: bound on the active-set iterations of the QP solver (None: 4 T + 8).
 
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
@@ -79,17 +79,11 @@ def dualproj(
       Quinton & Rey, `Jacobian Descent for Multi-Objective Optimization
       <https://arxiv.org/abs/2406.16232>`_, 2024.
     """
-    pref = None if pref_vector is None else jnp.asarray(pref_vector)
-    if pref is not None and pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(pref_vector)
 
     def weights_fn(gramian, losses, state):
         del losses
-        if pref is not None and pref.shape[0] != gramian.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but the Jacobian has "
-                f"{gramian.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, gramian.shape[0])
         w = dualproj_weights(gramian, pref, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
         return w, state
 

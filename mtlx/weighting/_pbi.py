@@ -78,9 +78,7 @@ def pbi(
       Zhang & Li, "MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition", IEEE
       Transactions on Evolutionary Computation, 2007.
     """
-    pref = jnp.asarray(pref_vector)
-    if pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(jnp.asarray(pref_vector))
     if not isinstance(pref, jax.core.Tracer) and not (
         np.all(np.asarray(pref) >= 0) and np.any(np.asarray(pref) > 0)
     ):
@@ -89,10 +87,7 @@ def pbi(
         raise ValueError(f"theta must be non-negative; got {theta}.")
 
     def weights_fn(losses, state):
-        if pref.shape[0] != losses.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but there are {losses.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, losses.shape[0])
         return pbi_weights(losses, pref.astype(losses.dtype), theta, reference), state
 
     return builders.loss_weighting(weights_fn, name="pbi")

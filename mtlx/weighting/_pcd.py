@@ -12,7 +12,7 @@ import optax
 from mtlx._src import builders, linalg, solvers
 
 
-def _solve_pcd_qp(gramian: jax.Array, taus: jax.Array, max_iters: int) -> jax.Array:
+def _solve_pcd_qp(gramian: jax.Array, taus: jax.Array, max_iters: int | None) -> jax.Array:
     r"""Weights ``[1, mu]`` of the solution ``d = g_1 + sum_j mu_j g_j`` of PCD's QP (see pcd).
 
     The dual of :math:`\min_d \frac12 \|d - g_1\|^2` s.t. :math:`g_j^\top d \ge \tau_j \|g_j\|^2`
@@ -49,7 +49,7 @@ def pcd_weights(
     scales: jax.Array,
     taus: jax.typing.ArrayLike = 0.02,
     *,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> jax.Array:
     r"""PCD weights ``w`` (T,) for the Gramian and the per-task normalizing ``scales``.
 
@@ -62,7 +62,7 @@ def pcd_weights(
       gramian: ``(T, T)`` Gramian; row/column 0 is the primary objective.
       scales: ``(T,)`` scales :math:`s_t` of the rows (:func:`pcd` keeps them as a moving average).
       taus: fraction of progress guaranteed to each secondary objective: a scalar or ``(T - 1,)``.
-      max_iters: bound on the active-set iterations.
+      max_iters: bound on the active-set iterations (None: 4 T + 8).
     """
     dtype = gramian.dtype
     num_tasks = gramian.shape[0]
@@ -91,7 +91,7 @@ def pcd(
     tau: jax.typing.ArrayLike = 0.02,
     beta: float = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Priority-constrained descent (PCD), Varam et al. (TMLR 2026), as TorchJD's ``PCD``.
 

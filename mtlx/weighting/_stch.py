@@ -123,9 +123,7 @@ def stch(
         raise ValueError(
             f"nadir_steps must be an int in [1, warmup_steps={warmup_steps}]; got {nadir_steps!r}."
         )
-    pref = None if pref_vector is None else jnp.asarray(pref_vector)
-    if pref is not None and pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(pref_vector)
     if pref is not None and num_tasks is not None and pref.shape[0] != num_tasks:
         raise ValueError(f"pref_vector has {pref.shape[0]} entries but num_tasks={num_tasks}.")
     if warmup_steps and reference is not None:
@@ -139,10 +137,7 @@ def stch(
         num_tasks = pref.shape[0]
 
     def check(losses):
-        if pref is not None and pref.shape[0] != losses.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but there are {losses.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, losses.shape[0])
         if warmup_steps and losses.shape[0] != num_tasks:
             raise ValueError(
                 f"mtlx.stch was built for num_tasks={num_tasks} but got {losses.shape[0]} task "

@@ -15,7 +15,7 @@ def upgrad_weights(
     *,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> jax.Array:
     r"""UPGrad weights: ``w = sum_i v^(i)``, ``v^(i) = argmin_{v >= p_i e_i} v^T G v``.
 
@@ -37,7 +37,7 @@ def upgrad(
     pref_vector: jax.typing.ArrayLike | None = None,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
-    max_iters: int = 64,
+    max_iters: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""UPGrad (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024).
 
@@ -51,21 +51,16 @@ def upgrad(
       pref_vector: ``(T,)`` preference weights; ``None`` for ``1/T``.
       norm_eps: the Gramian is set to zero when its trace is below this (all rows ~ 0).
       reg_eps: added to the normalized Gramian's diagonal to make it positive definite.
-      max_iters: bound on the active-set iterations of the QP solver.
+      max_iters: bound on the active-set iterations of the QP solver (None: 4 T + 8).
 
     Properties: non-conflicting, permutation-invariant (with the default preference), positively
     homogeneous, equal to ``p``-weighted sum when no pair conflicts.
     """
-    pref = None if pref_vector is None else jnp.asarray(pref_vector)
-    if pref is not None and pref.ndim != 1:
-        raise ValueError(f"pref_vector must be a vector of shape (T,); got shape {pref.shape}.")
+    pref = builders.as_pref_vector(pref_vector)
 
     def weights_fn(gramian, losses, state):
         del losses
-        if pref is not None and pref.shape[0] != gramian.shape[0]:
-            raise ValueError(
-                f"pref_vector has {pref.shape[0]} entries but the Jacobian has {gramian.shape[0]} tasks."
-            )
+        builders.check_pref_vector(pref, gramian.shape[0])
         w = upgrad_weights(gramian, pref, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
         return w, state
 

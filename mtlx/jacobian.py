@@ -8,8 +8,11 @@
   (or, with ``chunk_size``, ``chunk_size`` rows at a time, never the whole T x P Jacobian);
 * ``jac.rows()``: every leaf with a leading task axis (methods that are not weightings).
 
-Task-specific parameters (heads, Recon-split layers: leaves with a leading T axis in the parameter
-itself) are marked with ``shared=``; they get their own task's gradient and never enter ``G``.
+Task-specific parameters are marked with ``shared=``; they get their own task's gradient and never
+enter ``G``. A task-specific leaf either carries a leading T axis whose slice t only task t uses
+(stacked heads, Recon-split layers) or belongs to one task as a whole (per-task heads of different
+shapes): either way ``d L_s / d leaf`` is zero for the other tasks, so the gradient of ``sum_t L_t``
+is each task's own gradient, and one VJP gives it.
 """
 
 from __future__ import annotations
@@ -73,15 +76,6 @@ def _check_losses(losses: Any) -> jax.Array:
     return losses
 
 
-def _check_task_specific_axes(params: PyTree, mask: tuple[bool, ...], num_tasks: int) -> None:
-    for leaf, is_shared in zip(jax.tree.leaves(params), mask):
-        if not is_shared and (jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num_tasks):
-            raise ValueError(
-                f"a task-specific leaf has shape {jnp.shape(leaf)}: task-specific parameters carry "
-                f"a leading task axis of size T = {num_tasks} (leaf t belongs to task t)."
-            )
-
-
 def value_and_jacobian(
     loss_fn: Callable[..., Any],
     *,
@@ -96,8 +90,9 @@ def value_and_jacobian(
 
     Args:
       loss_fn: returns the ``(T,)`` task losses (``(losses, aux)`` with ``has_aux``).
-      shared: which parameter leaves are shared; see :func:`shared_mask`. Task-specific leaves have a
-        leading T axis and receive their own task's gradient.
+      shared: which parameter leaves are shared; see :func:`shared_mask`. Task-specific leaves (used
+        by one task each, or a leading T axis with slice t used by task t only) receive their own
+        task's gradient.
       has_aux: as in ``jax.value_and_grad``: the result is ``((losses, aux), jacobian)``.
       chunk_size: at most this many Jacobian rows are live at once (``jax.lax.map`` with a batch
         size); the Gramian is then accumulated in column blocks. ``None``: all T rows at once.
@@ -122,7 +117,6 @@ def value_and_jacobian(
         else:
             losses, vjp_fn = jax.vjp(lambda p: loss_fn(p, *args, **kwargs), params)
         losses = _check_losses(losses)
-        _check_task_specific_axes(params, mask, losses.shape[0])
         jac = LinearizedJacobian(vjp_fn, losses, jax.tree.structure(params), mask, chunk_size)
         return ((losses, aux) if has_aux else losses), jac
 

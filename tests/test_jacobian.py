@@ -138,6 +138,26 @@ def test_combine_alone_traces_no_rows():
     assert (T, 8, 6) not in shapes(step)
 
 
+def test_task_specific_leaves_without_a_task_axis():
+    """A head used by one task as a whole (no T axis) gets that task's gradient, not the aggregate."""
+    params, x, y = _model()
+
+    def loss_fn(p, x, y):  # head t is its own leaf: heads of different shapes are common (dense)
+        features = _encoder(p["encoder"], x)
+        return jnp.stack([jnp.mean((features @ p["heads"][t] - y[:, t]) ** 2) for t in range(T)])
+
+    params = {**params, "heads": [params["heads"]["w"][t] for t in range(T)]}
+    _, jac = mtlx.value_and_jacobian(loss_fn, shared=_is_shared)(params, x, y)
+    w = jnp.array([0.2, -1.0, 3.0])
+    grads = [jax.grad(lambda p, t=t: loss_fn(p, x, y)[t])(params) for t in range(T)]
+    own, weighted = jac.combine(w, "own"), jac.combine(w, "weighted")
+    for t in range(T):
+        np.testing.assert_allclose(own["heads"][t], grads[t]["heads"][t], rtol=1e-10)
+        np.testing.assert_allclose(weighted["heads"][t], w[t] * grads[t]["heads"][t], rtol=1e-10)
+    expected = sum(w[t] * grads[t]["encoder"]["w"] for t in range(T))
+    np.testing.assert_allclose(own["encoder"]["w"], expected, rtol=1e-10)
+
+
 def test_has_aux():
     params, x, y = _model()
 
@@ -171,8 +191,6 @@ def test_errors_name_the_problem():
     params, x, y = _model()
     with pytest.raises(ValueError, match=r"shape \(T,\)"):
         mtlx.value_and_jacobian(lambda p, x, y: _loss_fn(p, x, y)[None])(params, x, y)
-    with pytest.raises(ValueError, match="leading task axis"):
-        mtlx.value_and_jacobian(_loss_fn, shared=lambda path, leaf: False)(params, x, y)
     with pytest.raises(ValueError, match="structure of params"):
         mtlx.value_and_jacobian(_loss_fn, shared={"encoder": True})(params, x, y)
     with pytest.raises(ValueError, match="chunk_size"):

@@ -9,8 +9,9 @@ Two implementations share one interface:
   what a method asks for: ``combine(w)`` is ONE backward pass, rows are traced only when asked.
 
 Both know which parameter leaves are *shared* (they get the aggregated gradient) and which are
-*task-specific* (a leading T axis in the parameter itself, e.g. stacked heads or Recon-split
-layers): those get their own task's gradient and never enter the Gramian.
+*task-specific* (used by one task: a head of its own, or a leading T axis whose slice t only task
+t uses, e.g. stacked heads or Recon-split layers): those get their own task's gradient and never
+enter the Gramian.
 """
 
 from __future__ import annotations

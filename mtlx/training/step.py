@@ -23,7 +23,7 @@ from flax import nnx
 
 import mtlx
 from mtlx import models
-from mtlx.jacobian import Jacobian, LinearizedJacobian
+from mtlx.jacobian import Jacobian
 from mtlx.training import losses as losses_lib
 from mtlx.training import metrics as metrics_lib
 from mtlx.training import sharding as sharding_lib
@@ -59,51 +59,23 @@ class TrainStep(NamedTuple):
     graphdef: Any
 
 
-def _leading_dim(leaf: Any) -> int | None:
-    return leaf.shape[0] if getattr(leaf, "ndim", 0) >= 1 else None
-
-
-def has_stacked_heads(params: PyTree, num_tasks: int) -> bool:
-    """Whether every head parameter (path through ``heads``) has a leading task axis of size T."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    heads = [leaf for path, leaf in leaves if not models.is_shared(path)]
-    return all(_leading_dim(leaf) == num_tasks for leaf in heads)
-
-
 def multitask_jacobian(
-    loss_fn: Callable[..., Any], params: PyTree, num_tasks: int, *, chunk_size: int | None = None
+    loss_fn: Callable[..., Any], *, chunk_size: int | None = None
 ) -> Callable[..., tuple[Any, Jacobian]]:
     """The engine for a model's parameter state: ``(params, *args) -> ((losses, aux), jac)``.
 
     Parameters under ``heads`` are task-specific (:func:`mtlx.models.is_shared`): they get their
-    own task's gradient and stay out of the Gramian. Stacked heads (:class:`mtlx.models.TaskHeads`,
-    a leading task axis) go through :func:`mtlx.value_and_jacobian` as they are. Heterogeneous
-    heads (:class:`mtlx.models.PerTaskHeads`, e.g. SegNet's segmentation / depth / normal heads)
-    have no task axis, which that function's check requires; but head ``t`` only affects loss
-    ``t``, so the Jacobian built from the same VJP is exact for them: ``combine(w)`` gives head
-    ``t`` the gradient ``w_t dL_t/dhead_t`` (loss weighting) or ``dL_t/dhead_t`` (own), and its
-    rows are zero on the other tasks.
+    own task's gradient and stay out of the Gramian, whether stacked with a task axis
+    (:class:`mtlx.models.TaskHeads`) or one module per task (:class:`mtlx.models.PerTaskHeads`, e.g.
+    SegNet's segmentation / depth / normal heads).
 
     Args:
       loss_fn: ``loss_fn(params, *args) -> (losses (T,), aux)``.
-      params: the parameter state (for its structure and head shapes).
-      num_tasks: T.
       chunk_size: see :func:`mtlx.value_and_jacobian`.
     """
-    if has_stacked_heads(params, num_tasks):
-        return mtlx.value_and_jacobian(
-            loss_fn, shared=models.is_shared, has_aux=True, chunk_size=chunk_size
-        )
-    mask = mtlx.shared_mask(params, models.is_shared)
-
-    def value_and_jacobian_fn(params: PyTree, *args: Any):
-        losses, vjp_fn, aux = jax.vjp(lambda p: loss_fn(p, *args), params, has_aux=True)
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"the loss vector has shape {losses.shape}; expected ({num_tasks},).")
-        jac = LinearizedJacobian(vjp_fn, losses, jax.tree.structure(params), mask, chunk_size)
-        return (losses, aux), jac
-
-    return value_and_jacobian_fn
+    return mtlx.value_and_jacobian(
+        loss_fn, shared=models.is_shared, has_aux=True, chunk_size=chunk_size
+    )
 
 
 def _check_has_params(params: PyTree) -> None:
@@ -171,7 +143,7 @@ def make_train_step(
         task_losses = losses_lib.task_losses(tasks, outputs, batch)
         return task_losses, nnx.as_pure(nnx.state(module, nnx.Not(nnx.Param)))
 
-    engine = multitask_jacobian(loss_fn, params, len(tasks), chunk_size=chunk_size)
+    engine = multitask_jacobian(loss_fn, chunk_size=chunk_size)
 
     def one_step(state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
         (task_losses, model_state), jac = engine(state.params, state.model_state, batch)

@@ -27,7 +27,8 @@ def rgw(
     With only shared parameters RGW and :func:`mtlx.rlw` give the same update for the same draw.
     With ``distribution="normal"`` this is TorchJD's ``aggregation.Random``. The weights do not
     depend on the Jacobian, so no Gramian is computed: with the engine's Jacobian, the update is
-    one batched VJP of two cotangents (``w`` for the shared leaves, ones for the heads).
+    one VJP with cotangent ``w`` for the shared leaves and one with ones for the heads, of which XLA
+    keeps only the backward pass down to the heads: about one EW step.
 
     Args:
       distribution: the weight distribution; see :func:`mtlx.rlw_weights`.

@@ -77,7 +77,7 @@ def test_pcgrad_matches_torchjd_with_the_same_task_orders(num_tasks, seed, monke
         np.asarray(jax.random.permutation(k, num_tasks)) for k in jax.random.split(key, num_tasks)
     ]
     it = iter(orders)
-    monkeypatch.setattr(torch, "randperm", lambda n, **kw: torch.as_tensor(next(it)))
+    monkeypatch.setattr(torch, "randperm", lambda n, **kw: torch.as_tensor(np.array(next(it))))
     references.assert_parity(_ours(tx, jac, state=state), _theirs(agg.PCGrad(), jac))
 
 

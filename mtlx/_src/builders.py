@@ -120,3 +120,12 @@ def check_pref_vector(pref: jax.Array | None, num_tasks: int) -> None:
         raise ValueError(
             f"pref_vector has {pref.shape[0]} entries but the Jacobian has {num_tasks} tasks."
         )
+
+
+def check_num_tasks(method: str, expected: int, actual: int) -> None:
+    """A ValueError when a method built for ``expected`` tasks (its state) sees ``actual`` tasks."""
+    if actual != expected:
+        raise ValueError(
+            f"mtlx.{method} was built for num_tasks={expected}, but the Jacobian's task axis / the "
+            f"task losses have {actual} tasks."
+        )

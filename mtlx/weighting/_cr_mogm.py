@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import jacobians
+from mtlx._src import builders, jacobians
 
 PyTree = Any
 WrappedWeighting = optax.GradientTransformation | Callable[[jax.Array], jax.Array]
@@ -159,11 +159,7 @@ def cr_mogm(
     def update_fn(updates, state, params=None, *, task_losses=None, gramian=None, **extra_args):
         jac = jacobians.as_jacobian(updates)
         jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="cr_mogm")
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"cr_mogm was built for num_tasks={num_tasks}; the Jacobian has {jac.num_tasks} "
-                "tasks."
-            )
+        builders.check_num_tasks("cr_mogm", num_tasks, jac.num_tasks)
         if is_transform:
             probe = _WeightsProbe(jac)
             if gramian is not None:

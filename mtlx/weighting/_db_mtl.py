@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import jacobians
+from mtlx._src import builders, jacobians
 
 PyTree = Any
 
@@ -117,11 +117,7 @@ def db_mtl(
         losses = jacobians.check_task_losses(
             task_losses, jac.num_tasks, required=True, method="db_mtl"
         )
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"mtlx.db_mtl was built for num_tasks={num_tasks} but the Jacobian has "
-                f"{jac.num_tasks} tasks."
-            )
+        builders.check_num_tasks("db_mtl", num_tasks, jac.num_tasks)
         if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses) < 0):
             raise ValueError(f"mtlx.db_mtl takes log-losses: losses must be >= 0; got {losses}.")
         row_leaves = jax.tree.leaves(jac.rows())

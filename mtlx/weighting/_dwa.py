@@ -102,11 +102,7 @@ def dwa(
         )
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(
-                f"mtlx.dwa was built for num_tasks={num_tasks} but got {losses.shape[0]} task "
-                "losses."
-            )
+        builders.check_num_tasks("dwa", num_tasks, losses.shape[0])
         older, newer = state.previous_averages
         weights = jnp.where(
             state.num_epochs >= 2, dwa_weights(older, newer, temperature), jnp.ones_like(newer)

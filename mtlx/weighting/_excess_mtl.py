@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import jacobians
+from mtlx._src import builders, jacobians
 
 PyTree = Any
 
@@ -180,11 +180,7 @@ def excess_mtl(
         del params, extra_args
         jac = jacobians.as_jacobian(updates)
         jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="excess_mtl")
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"excess_mtl was built for num_tasks={num_tasks}; the Jacobian has {jac.num_tasks} "
-                "tasks."
-            )
+        builders.check_num_tasks("excess_mtl", num_tasks, jac.num_tasks)
         rows = jac.rows()
         _check_state_matches(rows, state.sq_grad_sum, "excess_mtl")
         # Task-specific leaves keep their own gradient and stay out of the excess risks.

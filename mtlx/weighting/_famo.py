@@ -149,11 +149,7 @@ def famo(
         )
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(
-                f"mtlx.famo was built for num_tasks={num_tasks} but got {losses.shape[0]} task "
-                "losses."
-            )
+        builders.check_num_tasks("famo", num_tasks, losses.shape[0])
         if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses - bounds) < 0):
             raise ValueError(
                 f"mtlx.famo needs task losses above min_losses (0 by default); got {losses}."

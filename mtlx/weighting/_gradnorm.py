@@ -125,11 +125,7 @@ def gradnorm(
         )
 
     def weights_fn(gramian, losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(
-                f"mtlx.gradnorm was built for num_tasks={num_tasks} but got {losses.shape[0]} "
-                "task losses."
-            )
+        builders.check_num_tasks("gradnorm", num_tasks, losses.shape[0])
         dtype = state.logits.dtype
         current = losses.astype(dtype)
         initial_loss_sum = state.initial_loss_sum + jnp.where(

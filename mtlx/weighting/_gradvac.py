@@ -159,11 +159,7 @@ def gradvac(
 
     def weights_fn(gramian, losses, state):
         del losses
-        if gramian.shape[0] != num_tasks:
-            raise ValueError(
-                f"gradvac was built for num_tasks={num_tasks}; the Jacobian has {gramian.shape[0]} "
-                "tasks."
-            )
+        builders.check_num_tasks("gradvac", num_tasks, gramian.shape[0])
         next_key, key = jax.random.split(state.key)
         weights, targets = gradvac_weights(gramian, state.targets, key, beta=beta, eps=eps)
         return weights, GradVacState(targets=targets, key=next_key)
@@ -188,11 +184,7 @@ def _per_layer_update_fn(num_tasks: int, beta: jax.typing.ArrayLike, eps: jax.ty
         del params, extra_args
         jac = jacobians.as_jacobian(updates)
         jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="gradvac")
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"gradvac was built for num_tasks={num_tasks}; the Jacobian has {jac.num_tasks} "
-                "tasks."
-            )
+        builders.check_num_tasks("gradvac", num_tasks, jac.num_tasks)
         rows = jac.rows()
         ids, num_layers = _layer_ids(rows)
         if num_layers != state.targets.shape[0]:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import jacobians
+from mtlx._src import builders, jacobians
 from mtlx.weighting._imtl_g import imtl_g_weights
 from mtlx.weighting._imtl_l import (
     imtl_l_scale_gradient,
@@ -85,11 +85,7 @@ def imtl(
         losses = jacobians.check_task_losses(
             task_losses, jac.num_tasks, required=True, method="imtl"
         )
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"mtlx.imtl was built for num_tasks={num_tasks} but the Jacobian has "
-                f"{jac.num_tasks} tasks."
-            )
+        builders.check_num_tasks("imtl", num_tasks, jac.num_tasks)
         if gramian is None:
             gramian = jac.gramian()
         elif gramian.shape != (num_tasks, num_tasks):

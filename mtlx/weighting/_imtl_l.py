@@ -99,11 +99,7 @@ def imtl_l(
     opt = optimizer(learning_rate)
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(
-                f"mtlx.imtl_l was built for num_tasks={num_tasks} but got {losses.shape[0]} task "
-                "losses."
-            )
+        builders.check_num_tasks("imtl_l", num_tasks, losses.shape[0])
         weights = imtl_l_weights(state.log_scales)
         gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
         return weights.astype(losses.dtype), step_scales(opt, state, gradient)

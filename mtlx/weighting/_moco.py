@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import jacobians, solvers
+from mtlx._src import builders, jacobians, solvers
 
 PyTree = Any
 LambdaUpdate = Literal["softmax", "projection"]
@@ -163,10 +163,7 @@ def moco(
         losses = jacobians.check_task_losses(
             task_losses, jac.num_tasks, required=normalize, method="moco"
         )
-        if jac.num_tasks != num_tasks:
-            raise ValueError(
-                f"moco was built for num_tasks={num_tasks}; the Jacobian has {jac.num_tasks} tasks."
-            )
+        builders.check_num_tasks("moco", num_tasks, jac.num_tasks)
         rows = jac.rows()
         _check_state_matches(rows, state.tracked)
         row_leaves, treedef = jax.tree.flatten(jax.lax.stop_gradient(rows))

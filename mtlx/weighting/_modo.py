@@ -103,11 +103,7 @@ def modo(
 
     def weights_fn(gramian, losses, state):
         del losses
-        if gramian.shape[0] != num_tasks:
-            raise ValueError(
-                f"modo was built for num_tasks={num_tasks}; the Jacobian has {gramian.shape[0]} "
-                "tasks."
-            )
+        builders.check_num_tasks("modo", num_tasks, gramian.shape[0])
         weights = modo_weights(jax.lax.stop_gradient(gramian), state.weights, gamma=gamma, rho=rho)
         return weights, MoDoState(weights=weights.astype(state.weights.dtype))
 

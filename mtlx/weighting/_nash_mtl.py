@@ -150,11 +150,7 @@ def nash_mtl(
 
     def weights_fn(gramian, losses, state):
         del losses
-        if gramian.shape[0] != num_tasks:
-            raise ValueError(
-                f"nash_mtl was built for num_tasks={num_tasks}; the Jacobian has "
-                f"{gramian.shape[0]} tasks."
-            )
+        builders.check_num_tasks("nash_mtl", num_tasks, gramian.shape[0])
 
         def solve(_):
             _, alpha = nash_mtl_weights(

@@ -166,11 +166,7 @@ def pcd(
 
     def weights_fn(gramian, losses, state):
         del losses
-        if gramian.shape[0] != num_tasks:
-            raise ValueError(
-                f"pcd was built for num_tasks={num_tasks}; the Jacobian has {gramian.shape[0]} "
-                "tasks."
-            )
+        builders.check_num_tasks("pcd", num_tasks, gramian.shape[0])
         dtype = gramian.dtype
         finite = jnp.all(jnp.isfinite(gramian))
         sq_norms = jnp.where(finite, jnp.diagonal(gramian), 0.0)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import jacobians, prng
+from mtlx._src import builders, jacobians, prng
 
 Distribution = Literal[
     "normal", "uniform", "dirichlet", "random_normal", "bernoulli", "constrained_bernoulli"
@@ -145,11 +145,8 @@ def random_weighting(
         del params, extra_args
         jac = jacobians.as_jacobian(updates)
         t = jac.num_tasks
-        if num_tasks is not None and t != num_tasks:
-            raise ValueError(
-                f"mtlx.{name} was built for num_tasks={num_tasks} but the Jacobian's task axis has "
-                f"{t} tasks."
-            )
+        if num_tasks is not None:
+            builders.check_num_tasks(name, num_tasks, t)
         jacobians.check_task_losses(task_losses, t, required=False, method=name)
         alpha = jnp.asarray(concentration)
         if alpha.ndim == 1 and alpha.shape[0] != t:

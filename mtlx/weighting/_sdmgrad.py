@@ -144,11 +144,7 @@ def sdmgrad(
 
     def weights_fn(gramian, losses, state):
         del losses
-        if gramian.shape[0] != num_tasks:
-            raise ValueError(
-                f"sdmgrad was built for num_tasks={num_tasks}; the Jacobian has {gramian.shape[0]} "
-                "tasks."
-            )
+        builders.check_num_tasks("sdmgrad", num_tasks, gramian.shape[0])
         weights, inner = sdmgrad_weights(
             jax.lax.stop_gradient(gramian),
             state.inner_weights,

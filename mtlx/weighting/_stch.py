@@ -138,11 +138,8 @@ def stch(
 
     def check(losses):
         builders.check_pref_vector(pref, losses.shape[0])
-        if warmup_steps and losses.shape[0] != num_tasks:
-            raise ValueError(
-                f"mtlx.stch was built for num_tasks={num_tasks} but got {losses.shape[0]} task "
-                "losses."
-            )
+        if warmup_steps:
+            builders.check_num_tasks("stch", num_tasks, losses.shape[0])
 
     if not warmup_steps:
 

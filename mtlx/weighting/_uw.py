@@ -102,11 +102,7 @@ def uw(
 
     def weights_fn(task_losses, state):
         log_vars = state.log_vars
-        if log_vars.shape != task_losses.shape:
-            raise ValueError(
-                f"mtlx.uw was built for num_tasks={log_vars.shape[0]} but got "
-                f"{task_losses.shape[0]} tasks."
-            )
+        builders.check_num_tasks("uw", log_vars.shape[0], task_losses.shape[0])
         weights = uw_weights(log_vars)
         grad = uw_log_var_grad(log_vars, jax.lax.stop_gradient(task_losses))
         step, opt_state = log_var_optimizer.update(grad, state.opt_state, log_vars)

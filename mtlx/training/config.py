@@ -122,7 +122,7 @@ def _is_method_factory(obj: Any) -> bool:
     if not inspect.isfunction(obj):
         return False
     annotation = inspect.signature(obj).return_annotation
-    return "GradientTransformation" in (
+    return "Transformation" in (
         annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     )
 

@@ -12,6 +12,9 @@
 from mtlx.analysis.monitor import ConflictMonitorState, conflict_monitor, layer_conflict_counts
 from mtlx.jacobian import (
     Jacobian,
+    LinearizedJacobian,
+    ScaledJacobian,
+    StackedJacobian,
     as_jacobian,
     jacobian_rows,
     shared_mask,
@@ -28,6 +31,9 @@ __all__ = [
     "conflict_monitor",
     "layer_conflict_counts",
     "Jacobian",
+    "LinearizedJacobian",
+    "ScaledJacobian",
+    "StackedJacobian",
     "as_jacobian",
     "jacobian_rows",
     "shared_mask",

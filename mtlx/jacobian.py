@@ -23,11 +23,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mtlx._src.jacobians import Jacobian, LinearizedJacobian, StackedJacobian, as_jacobian
+from mtlx._src.jacobians import (
+    Jacobian,
+    LinearizedJacobian,
+    ScaledJacobian,
+    StackedJacobian,
+    as_jacobian,
+)
 
 __all__ = [
     "Jacobian",
     "LinearizedJacobian",
+    "ScaledJacobian",
     "StackedJacobian",
     "as_jacobian",
     "jacobian_rows",

@@ -24,7 +24,7 @@ ALLOWED_MTLX = {
     "mtlx.weighting": {"mtlx._src"},
     "mtlx.jacobian": {"mtlx._src"},
     "mtlx.analysis": {"mtlx._src", "mtlx.jacobian", "mtlx.weighting"},
-    "mtlx.models": set(),
+    "mtlx.models": {"mtlx._src"},  # layer and path names
     "mtlx.data": set(),
     "mtlx.training": {
         "mtlx",

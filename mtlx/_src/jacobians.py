@@ -25,6 +25,9 @@ import numpy as np
 
 PyTree = Any
 TaskSpecificMode = Literal["own", "weighted"]
+# How task-specific leaves are combined: "own" (each its own task's gradient), "weighted" (the
+# same weights as the shared leaves), or a (T,) array of their own weights.
+TaskSpecific = Any
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -60,16 +63,33 @@ class Jacobian:
         """``G = J J^T`` over the shared leaves, shape ``(T, T)``, in float32 or wider."""
         raise NotImplementedError
 
-    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+    def combine(self, weights: jax.Array, task_specific: TaskSpecific = "own") -> PyTree:
         """Params-shaped ``sum_t weights[t] J_t`` on shared leaves.
 
         Args:
           weights: ``(T,)`` task weights.
           task_specific: ``"own"`` gives each task-specific leaf its own task's plain gradient (what
             gradient-aggregation methods do: heads skip the aggregator); ``"weighted"`` weights it
-            too, as backpropagating ``sum_t w_t L_t`` does (loss-weighting methods).
+            too, as backpropagating ``sum_t w_t L_t`` does (loss-weighting methods); a ``(T,)``
+            array gives task-specific leaves ``sum_t h_t J_t`` with weights ``h`` of their own
+            (IMTL: each head gets its task's scaled gradient).
         """
         raise NotImplementedError
+
+    def materialize(self) -> StackedJacobian:
+        """The rows as a :class:`StackedJacobian`, by value: compute them once, read them often."""
+        return StackedJacobian(self.rows(), self.shared_mask)
+
+    def gramian_and_reusable(self) -> tuple[jax.Array, Jacobian]:
+        """``(G, jac)``: the Gramian and the Jacobian to combine from afterwards.
+
+        Without a memory bound the rows are materialised once and both the Gramian and the
+        combination read them (no second backward pass). With ``chunk_size`` the Gramian is built
+        block by block and the combination is one more backward pass, so the T x P Jacobian is
+        never held.
+        """
+        jac = self.materialize()
+        return jac.gramian(), jac
 
     @property
     def has_task_specific(self) -> bool:
@@ -77,6 +97,24 @@ class Jacobian:
 
     def _mask_tree(self) -> PyTree:
         return jax.tree.unflatten(self.treedef, list(self.shared_mask))
+
+
+def head_weights(weights: jax.Array, task_specific: TaskSpecific) -> jax.Array | None:
+    """The weights of the task-specific leaves: ``None`` when they are the shared leaves' own."""
+    if isinstance(task_specific, str):
+        if task_specific == "weighted":
+            return None
+        if task_specific == "own":
+            return jnp.ones_like(weights)
+        raise ValueError(
+            f"task_specific must be 'own', 'weighted' or a (T,) array; got {task_specific!r}."
+        )
+    heads = jnp.asarray(task_specific)
+    if heads.shape != weights.shape:
+        raise ValueError(
+            f"task-specific weights have shape {heads.shape}; expected {weights.shape}."
+        )
+    return heads
 
 
 def _check_weights(weights: jax.Array, num_tasks: int) -> jax.Array:
@@ -125,24 +163,34 @@ class StackedJacobian(Jacobian):
         self.shared_mask = mask
 
     def tree_flatten(self):
-        return self._leaves, (self.treedef, self.shared_mask)
+        return self._leaves, (self.treedef, self.shared_mask, self.num_tasks)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        treedef, mask = aux
-        return cls(jax.tree.unflatten(treedef, children), mask)
+        # No re-validation: jax.tree.map may rebuild the object with leaves that are not arrays
+        # (None, in_axes specs, shardings), and validated objects need no second check.
+        jac = object.__new__(cls)
+        jac.treedef, jac.shared_mask, jac.num_tasks = aux
+        jac._leaves = list(children)
+        return jac
 
     def rows(self) -> PyTree:
         return jax.tree.unflatten(self.treedef, self._leaves)
 
+    def materialize(self) -> StackedJacobian:
+        return self
+
+    def gramian_and_reusable(self) -> tuple[jax.Array, Jacobian]:
+        return self.gramian(), self
+
     def gramian(self) -> jax.Array:
         return _gramian_of_rows(self._leaves, self.shared_mask, self.num_tasks)
 
-    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+    def combine(self, weights: jax.Array, task_specific: TaskSpecific = "own") -> PyTree:
         weights = _check_weights(weights, self.num_tasks)
-        ones = jnp.ones_like(weights)
+        heads = head_weights(weights, task_specific)
         out = [
-            weighted_sum(weights if (s or task_specific == "weighted") else ones, x)
+            weighted_sum(weights if (s or heads is None) else heads, x)
             for x, s in zip(self._leaves, self.shared_mask)
         ]
         return jax.tree.unflatten(self.treedef, out)
@@ -172,7 +220,6 @@ class LinearizedJacobian(Jacobian):
         self.shared_mask = tuple(shared_mask)
         self.chunk_size = chunk_size
         self.num_tasks = losses.shape[0]
-        self._rows_cache: list[jax.Array] | None = None
 
     def tree_flatten(self):
         return (self.vjp_fn, self.losses), (self.treedef, self.shared_mask, self.chunk_size)
@@ -193,18 +240,19 @@ class LinearizedJacobian(Jacobian):
         return jax.lax.map(fn, cotangents, batch_size=self.chunk_size)
 
     def _row_leaves(self) -> list[jax.Array]:
-        # Cached on the object: a method that asks for the Gramian and then combines reuses the rows
-        # within one trace instead of running T more backward passes.
-        if self._rows_cache is None:
-            basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
-            self._rows_cache = self._map_over_tasks(self._vjp_leaves, basis)
-        return self._rows_cache
+        basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
+        return self._map_over_tasks(self._vjp_leaves, basis)
 
     def rows(self) -> PyTree:
         return jax.tree.unflatten(self.treedef, self._row_leaves())
 
+    def gramian_and_reusable(self) -> tuple[jax.Array, Jacobian]:
+        if self.chunk_size is None:
+            return super().gramian_and_reusable()
+        return self.gramian(), self
+
     def gramian(self) -> jax.Array:
-        if self.chunk_size is None or self._rows_cache is not None:
+        if self.chunk_size is None:
             return _gramian_of_rows(self._row_leaves(), self.shared_mask, self.num_tasks)
         jvp_fn = jax.linear_transpose(self.vjp_fn, self.losses)
 
@@ -221,19 +269,78 @@ class LinearizedJacobian(Jacobian):
         columns = self._map_over_tasks(gramian_column, basis)
         return 0.5 * (columns + columns.T)  # G is symmetric; averaging removes rounding asymmetry
 
-    def combine(self, weights: jax.Array, task_specific: TaskSpecificMode = "own") -> PyTree:
+    def combine(self, weights: jax.Array, task_specific: TaskSpecific = "own") -> PyTree:
         weights = _check_weights(weights, self.num_tasks)
-        if self._rows_cache is not None:
-            return StackedJacobian(self.rows(), self.shared_mask).combine(weights, task_specific)
-        if task_specific == "weighted" or not self.has_task_specific:
+        heads = head_weights(weights, task_specific)
+        if heads is None or not self.has_task_specific:
             return jax.tree.unflatten(self.treedef, self._vjp_leaves(weights))
-        # Shared leaves get sum_t w_t J_t, task-specific ones sum_t J_t. Two separate VJPs, not one
-        # batched over both cotangents: under jit XLA drops the second VJP's unused shared-leaf
+        # Shared leaves get sum_t w_t J_t, task-specific ones sum_t h_t J_t. Two separate VJPs, not
+        # one batched over both cotangents: under jit XLA drops the second VJP's unused shared-leaf
         # gradients, so it costs only the backward pass down to the task-specific leaves (the heads).
         weighted = self._vjp_leaves(weights)
-        own = self._vjp_leaves(jnp.ones_like(weights))
+        own = self._vjp_leaves(heads)
         out = [w if s else o for w, o, s in zip(weighted, own, self.shared_mask)]
         return jax.tree.unflatten(self.treedef, out)
+
+
+@jax.tree_util.register_pytree_node_class
+class ScaledJacobian(Jacobian):
+    """``D J`` with ``D = diag(scales)``, kept lazy: row t is ``scales[t] J_t``, heads included.
+
+    What it costs is what the wrapped Jacobian costs: ``gramian()`` is ``D G D`` from the wrapped
+    Gramian, ``combine(w)`` is the wrapped ``combine(scales * w)`` (one backward pass for a
+    loss-only method after it), and rows are materialised only when a method reads them.
+    """
+
+    def __init__(self, base: Jacobian, scales: jax.Array):
+        self.base = base
+        self.scales = scales
+        self.num_tasks = base.num_tasks
+        self.shared_mask = base.shared_mask
+        self.treedef = base.treedef
+
+    def tree_flatten(self):
+        return (self.base, self.scales), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux
+        base, scales = children
+        jac = object.__new__(cls)
+        jac.base, jac.scales = base, scales
+        jac.num_tasks, jac.shared_mask, jac.treedef = (
+            base.num_tasks,
+            base.shared_mask,
+            base.treedef,
+        )
+        return jac
+
+    def rows(self) -> PyTree:
+        return jax.tree.map(
+            lambda x: x * self.scales.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)),
+            self.base.rows(),
+        )
+
+    def gramian(self) -> jax.Array:
+        return scale_gramian(self.base.gramian(), self.scales)
+
+    def gramian_and_reusable(self) -> tuple[jax.Array, Jacobian]:
+        gramian, base = self.base.gramian_and_reusable()
+        return scale_gramian(gramian, self.scales), ScaledJacobian(base, self.scales)
+
+    def combine(self, weights: jax.Array, task_specific: TaskSpecific = "own") -> PyTree:
+        weights = _check_weights(weights, self.num_tasks)
+        heads = head_weights(weights, task_specific)
+        scales = self.scales.astype(weights.dtype)
+        if heads is None:
+            return self.base.combine(scales * weights, "weighted")
+        return self.base.combine(scales * weights, scales * heads)
+
+
+def scale_gramian(gramian: jax.Array, scales: jax.Array) -> jax.Array:
+    """``D G D`` with ``D = diag(scales)``: the Gramian of the rows ``scales[t] g_t``."""
+    scales = scales.astype(gramian.dtype)
+    return gramian * jnp.outer(scales, scales)
 
 
 def as_jacobian(jac: Jacobian | PyTree) -> Jacobian:

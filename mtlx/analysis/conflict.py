@@ -18,9 +18,9 @@ conflicts, magnitude similarity); Shi et al., "Recon: Reducing Conflicting Gradi
 Root for Multi-Task Learning", ICLR 2023 (per-layer S-conflicts).
 
 A **layer** is the parent of its parameter leaves: the leaf's path keys without the last one,
-joined with ``"/"`` (``"encoder/conv1"`` holds ``kernel`` and ``bias``). A leaf at the root is a
-layer by itself, named by its key; a bare array is the layer ``"params"``. The trailing ``.value``
-of a Flax NNX ``Variable`` is not part of the name. Task-specific leaves (``shared_mask`` False)
+joined with ``"/"`` (``"encoder/conv1"`` holds ``kernel`` and ``bias``); :func:`layer_of_path`
+gives the name. A leaf at the root is a layer by itself, named by its key; a bare array is the
+layer ``"params"``. The trailing ``.value`` of a Flax NNX ``Variable`` is not part of the name. Task-specific leaves (``shared_mask`` False)
 never enter a statistic; a layer made only of them is left out.
 """
 
@@ -34,51 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtlx._src import jacobians, linalg
+from mtlx._src.paths import layer_names, layer_of_path, leaf_layers  # noqa: F401 - public here
 
 PyTree = Any
 
 DEFAULT_THRESHOLDS = (0.0, -0.02, -0.05, -0.1)
 _HIGHEST = jax.lax.Precision.HIGHEST
-# Keys that wrap a parameter's value rather than name it (flax NNX Variables flatten to `.value`).
-_VALUE_KEYS = ("value", "raw_value")
-
-
-def _key_name(key: Any) -> str:
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return str(key.name)
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.FlattenedIndexKey):
-        return str(key.key)
-    return str(key)
-
-
-def layer_of_path(path: Sequence[Any]) -> str:
-    """The layer name of a leaf from its ``jax.tree_util`` key path (see the module docstring)."""
-    names = [_key_name(k) for k in path]
-    while (
-        len(names) > 1
-        and isinstance(path[len(names) - 1], jax.tree_util.GetAttrKey)
-        and (names[-1] in _VALUE_KEYS)
-    ):
-        names.pop()
-    if not names:
-        return "params"
-    if len(names) == 1:
-        return names[0]
-    return "/".join(names[:-1])
-
-
-def leaf_layers(tree: PyTree) -> tuple[str, ...]:
-    """One layer name per leaf of ``tree``, in ``jax.tree.leaves`` order."""
-    return tuple(layer_of_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
-
-
-def layer_names(tree: PyTree) -> tuple[str, ...]:
-    """The layers of ``tree`` in order of first appearance among its leaves."""
-    return tuple(dict.fromkeys(leaf_layers(tree)))
 
 
 def layer_sizes(params: PyTree) -> dict[str, int]:
@@ -190,8 +151,7 @@ class LayerJacobian(NamedTuple):
 def layer_jacobian(jac: jacobians.Jacobian | PyTree, *, signs: bool = True) -> LayerJacobian:
     """Per-layer Gramians of the shared leaves of ``jac`` (plain pytree or :class:`mtlx.Jacobian`).
 
-    Reads ``jac.rows()`` once (the engine's Jacobian caches them, so a Gramian method that follows
-    in the same trace reuses them).
+    Reads ``jac.rows()`` once; pass ``jac.materialize()`` to reuse the same rows afterwards.
 
     Args:
       jac: the Jacobian: every leaf ``(T, *shape)``, or the engine's lazy Jacobian.

@@ -50,8 +50,9 @@ def conflict_monitor(
     Place it before the weighting:
     ``optax.chain(mtlx.conflict_monitor(), mtlx.pcgrad(), optax.adam(1e-3))``. It receives the
     Jacobian (a plain task-stacked pytree or the engine's :class:`mtlx.Jacobian`) and passes it on
-    unchanged. On every ``every``-th update it reads the rows once (``jac.rows()``; the engine's
-    Jacobian caches them, so the Gramian method that follows reuses them in the same trace),
+    unchanged in value. On every ``every``-th update it reads the rows once; with ``every=1`` it
+    hands them on materialised (a :class:`mtlx.StackedJacobian`), so the Gramian method that
+    follows reads them instead of computing them again,
     computes each layer's ``(T, T)`` Gramian over the shared leaves and adds, per layer, for every
     task pair ``s < t``: the indicators :math:`\cos(g_s, g_t) < S` for each threshold ``S`` (the
     S-conflict score of Recon, Shi et al., ICLR 2023), the cosine and its square, the gradient
@@ -165,10 +166,14 @@ def conflict_monitor(
         del params, extra_args
         jac = jacobians.as_jacobian(updates)
         if every == 1:
+            # Materialise the rows once and hand them on by value: the weighting that follows
+            # reads these rows (its Gramian, its combination) instead of computing them again.
+            jac = jac.materialize()
             new_state = observe(jac, state)
+            if isinstance(updates, jacobians.Jacobian):
+                updates = jac  # a plain task-stacked pytree is passed on as it came
         else:
-            # The Jacobian goes in as an operand: the branch works on its own (uncached) copy, so
-            # no row traced inside the cond leaks into the weighting that follows.
+            # Rows are computed only inside the monitored branch; the Jacobian passes on lazy.
             new_state = jax.lax.cond(state.count % every == 0, observe, lambda j, s: s, jac, state)
         return updates, new_state._replace(count=state.count + 1)
 

@@ -8,6 +8,8 @@ from typing import Any
 import jax
 from flax import nnx
 
+from mtlx._src.paths import key_name
+
 HEADS = "heads"  # the attribute, hence the path key, under which task-specific parameters live
 
 
@@ -114,13 +116,6 @@ class MultiTaskModel(nnx.Module):
         return tuple(self.heads(self.encoder(x)))
 
 
-def _key_name(entry: Any) -> Any:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return getattr(entry, attr)
-    return entry
-
-
 def is_shared(path: tuple, leaf: Any = None) -> bool:
     """Whether a parameter is shared across tasks: False for every path through ``heads``.
 
@@ -136,4 +131,4 @@ def is_shared(path: tuple, leaf: Any = None) -> bool:
       ``False`` if some key of ``path`` is ``"heads"``, else ``True``.
     """
     del leaf
-    return not any(_key_name(entry) == HEADS for entry in path)
+    return not any(key_name(entry) == HEADS for entry in path)

@@ -1,6 +1,13 @@
 """Task-balancing methods, one file each: ``<name>_weights`` (pure), ``<Name>State``, ``<name>()``."""
 
 from mtlx._src.linalg import cross_gramian
+from mtlx._src.weighting import (
+    Stats,
+    TaskWeights,
+    Weighting,
+    WeightingTransformation,
+    as_transform,
+)
 from mtlx.weighting._aligned_mtl import aligned_mtl, aligned_mtl_weights
 from mtlx.weighting._cagrad import cagrad, cagrad_weights
 from mtlx.weighting._config import config, config_weights
@@ -35,7 +42,13 @@ from mtlx.weighting._pbi import pbi, pbi_weights
 from mtlx.weighting._pcd import PCDState, pcd, pcd_weights
 from mtlx.weighting._pcgrad import PCGradState, pcgrad, pcgrad_weights
 from mtlx.weighting._rgw import rgw
-from mtlx.weighting._rlw import RLWState, random_normal_parameters, rlw, rlw_weights
+from mtlx.weighting._rlw import (
+    RLWState,
+    random_normal_parameters,
+    random_row_weights,
+    rlw,
+    rlw_weights,
+)
 from mtlx.weighting._scalarization import scalarization
 from mtlx.weighting._scalarization_sweep import scalarization_sweep, simplex_grid
 from mtlx.weighting._sdmgrad import SDMGradState, sdmgrad, sdmgrad_weights

@@ -10,10 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders, jacobians
+from mtlx._src.weighting import (
+    Stats,
+    TaskWeights,
+    Weighting,
+    WeightingTransformation,
+    as_transform,
+    weighting_of,
+)
 
 PyTree = Any
-WrappedWeighting = optax.GradientTransformation | Callable[[jax.Array], jax.Array]
+WrappedWeighting = Weighting | optax.GradientTransformation | Callable[[jax.Array], jax.Array]
 
 
 def cr_mogm_weights(
@@ -37,39 +44,21 @@ class CRMOGMState(NamedTuple):
 
     count: jax.Array  # int32 (), number of updates so far
     weights: jax.Array  # (T,) the smoothed weights lambda_{k-1} (initial_weights before step 1)
-    inner: Any  # the wrapped transform's state (optax.EmptyState for a weights function)
+    inner: Any  # the wrapped weighting's state (optax.EmptyState for a weights function)
 
 
-class _WeightsProbe(jacobians.Jacobian):
-    """A Jacobian whose ``combine(w)`` returns ``w``: reads a wrapped transform's weights.
+def _gramian_function_weighting(fn: Callable[[jax.Array], jax.Array]) -> Weighting:
+    """A pure weights function of the Gramian, ``fn(G) -> (T,)``, as a stateless weighting."""
 
-    Every mtlx weighting method ends with ``jac.combine(w)``; handing it this probe instead of the
-    Jacobian returns its weights (and its new state) without combining the rows. ``gramian()`` and
-    ``rows()`` are those of the real Jacobian, so methods that read either work.
-    """
-
-    def __init__(self, jac: jacobians.Jacobian):
-        self._jac = jac
-        self.num_tasks = jac.num_tasks
-        self.shared_mask = jac.shared_mask
-        self.treedef = jac.treedef
-        self.task_specific: str | None = None
-
-    def rows(self) -> PyTree:
-        return self._jac.rows()
-
-    def gramian(self) -> jax.Array:
-        return self._jac.gramian()
-
-    def combine(self, weights, task_specific="own"):
-        weights = jnp.asarray(weights)
-        if weights.shape != (self.num_tasks,):
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        w = jnp.asarray(fn(stats.gramian))
+        if w.shape != (stats.num_tasks,):
             raise ValueError(
-                f"the wrapped method's weights have shape {weights.shape}; expected "
-                f"({self.num_tasks},)."
+                f"the weights function returned shape {w.shape}; expected ({stats.num_tasks},)."
             )
-        self.task_specific = task_specific
-        return weights
+        return w, state
+
+    return Weighting(getattr(fn, "__name__", "weights function"), weights, reads="gramian")
 
 
 def cr_mogm(
@@ -77,7 +66,7 @@ def cr_mogm(
     num_tasks: int,
     alpha: jax.typing.ArrayLike = 0.9,
     initial_weights: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""CR-MOGM weight smoothing (Zhou et al., "On the Convergence of Stochastic
     Multi-Objective Gradient Manipulation and Beyond", NeurIPS 2022).
 
@@ -96,11 +85,13 @@ def cr_mogm(
 
     * a pure weights function of the Gramian, ``fn(gramian) -> (T,)``: ``mtlx.mgda_weights``,
       ``mtlx.upgrad_weights``, or ``functools.partial(mtlx.mgda_weights, epsilon=1e-4)``; or
-    * an mtlx weighting transform, with its hyperparameters and state: ``mtlx.mgda()``,
-      ``mtlx.pcgrad(seed=0)``, ``mtlx.modo(3)``, ``mtlx.excess_mtl(3)``, a loss weighting... Any
-      method whose update is :math:`\sum_t w_t g_t` works (its state is kept in
-      :attr:`CRMOGMState.inner`; ``task_losses`` and ``gramian=`` are passed on to it); one whose
-      update is not a combination of the rows (GradDrop, MoCo) raises a ``ValueError``.
+    * an mtlx weighting method, with its hyperparameters and state: ``mtlx.mgda()``,
+      ``mtlx.pcgrad(seed=0)``, ``mtlx.modo(3)``, ``mtlx.imtl(3)``, a loss weighting such as
+      ``mtlx.uw(3)``, or an :class:`mtlx.Weighting` value. Every Gramian and loss method works:
+      their transforms carry their weighting value (``tx.weighting``), whose pure ``weights``
+      CR-MOGM composes with its EMA (the wrapped state is kept in :attr:`CRMOGMState.inner`).
+      A method whose update is not a combination of the rows (GradDrop, MoCo, ExcessMTL, the
+      other row methods) raises a ``ValueError``.
 
     Example::
 
@@ -131,14 +122,27 @@ def cr_mogm(
     steps, so weights on the simplex stay there. Stateful: smoothed weights (and the wrapped
     method's state).
     """
-    is_transform = isinstance(weighting, optax.GradientTransformation)
-    if not is_transform and not callable(weighting):
-        raise ValueError(
-            "weighting must be a weights function fn(gramian) -> (T,) weights (e.g. "
-            f"mtlx.mgda_weights) or an mtlx transform (e.g. mtlx.mgda()); got {weighting!r}."
-        )
+    inner = weighting_of(weighting)
+    if inner is None:
+        if isinstance(weighting, optax.GradientTransformation):
+            raise ValueError(
+                "cr_mogm smooths task weights, but the wrapped transform is not a weighting "
+                "sum_t w_t g_t of the rows (row methods such as GradDrop or MoCo are not): pass a "
+                "Gramian or loss method, e.g. mtlx.mgda(), or an mtlx.Weighting."
+            )
+        if not callable(weighting):
+            raise ValueError(
+                "weighting must be an mtlx weighting method (e.g. mtlx.mgda()), an mtlx.Weighting, "
+                f"or a weights function fn(gramian) -> (T,) weights; got {weighting!r}."
+            )
+        inner = _gramian_function_weighting(weighting)
     if not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    if inner.num_tasks is not None and inner.num_tasks != num_tasks:
+        raise ValueError(
+            f"cr_mogm(num_tasks={num_tasks}) wraps mtlx.{inner.name} built for "
+            f"num_tasks={inner.num_tasks}."
+        )
     if not isinstance(alpha, jax.core.Tracer) and not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}.")
     initial = None if initial_weights is None else jnp.asarray(initial_weights)
@@ -150,50 +154,36 @@ def cr_mogm(
         if not np.all(np.isfinite(np.asarray(initial))):
             raise ValueError(f"initial_weights must be finite; got {initial}.")
 
-    def init_fn(params):
+    def init(params: PyTree) -> CRMOGMState:
         dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
         start = jnp.zeros((num_tasks,), dtype) if initial is None else initial.astype(dtype)
-        inner = weighting.init(params) if is_transform else optax.EmptyState()
-        return CRMOGMState(count=jnp.zeros((), jnp.int32), weights=start, inner=inner)
+        return CRMOGMState(count=jnp.zeros((), jnp.int32), weights=start, inner=inner.init(params))
 
-    def update_fn(updates, state, params=None, *, task_losses=None, gramian=None, **extra_args):
-        jac = jacobians.as_jacobian(updates)
-        jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="cr_mogm")
-        builders.check_num_tasks("cr_mogm", num_tasks, jac.num_tasks)
-        if is_transform:
-            probe = _WeightsProbe(jac)
-            if gramian is not None:
-                extra_args = {**extra_args, "gramian": gramian}
-            new_weights, inner = weighting.update(
-                probe, state.inner, params, task_losses=task_losses, **extra_args
-            )
-            if probe.task_specific is None or not isinstance(new_weights, jax.Array):
-                raise ValueError(
-                    "cr_mogm smooths task weights, but the wrapped transform's update is not a "
-                    "weighting sum_t w_t g_t of the rows (it never combined them with weights)."
-                )
-            task_specific = probe.task_specific
-        else:
-            if gramian is None:
-                gramian = jac.gramian()
-            elif gramian.shape != (num_tasks, num_tasks):
-                raise ValueError(
-                    f"gramian has shape {gramian.shape}; the Jacobian has {num_tasks} tasks."
-                )
-            new_weights = jnp.asarray(weighting(gramian))
-            if new_weights.shape != (num_tasks,):
-                raise ValueError(
-                    f"the weights function returned shape {new_weights.shape}; expected "
-                    f"({num_tasks},)."
-                )
-            inner, task_specific = state.inner, "own"
+    def weights(
+        stats: Stats, state: CRMOGMState
+    ) -> tuple[jax.Array | TaskWeights, CRMOGMState]:
+        new_weights, inner_state = inner.weights(stats, state.inner)
+        heads = None
+        if isinstance(new_weights, TaskWeights):
+            new_weights, heads = new_weights.shared, new_weights.task_specific
         dtype = state.weights.dtype
-        new_weights = jax.lax.stop_gradient(new_weights).astype(dtype)
+        new_weights = jax.lax.stop_gradient(jnp.asarray(new_weights)).astype(dtype)
         previous = state.weights
         if initial is None:
             previous = jnp.where(state.count == 0, new_weights, previous)
-        weights = cr_mogm_weights(new_weights, previous, alpha=alpha).astype(dtype)
-        new_state = CRMOGMState(count=state.count + 1, weights=weights, inner=inner)
-        return jac.combine(weights, task_specific=task_specific), new_state
+        smoothed = cr_mogm_weights(new_weights, previous, alpha=alpha).astype(dtype)
+        new_state = CRMOGMState(count=state.count + 1, weights=smoothed, inner=inner_state)
+        # Only the task weights are smoothed; heads with weights of their own (IMTL) keep them.
+        return (smoothed if heads is None else TaskWeights(smoothed, heads)), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return as_transform(
+        Weighting(
+            "cr_mogm",
+            weights,
+            init=init,
+            reads=inner.reads,
+            needs_losses=inner.needs_losses,
+            task_specific=inner.task_specific,
+            num_tasks=num_tasks,
+        )
+    )

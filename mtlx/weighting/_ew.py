@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
-def ew() -> optax.GradientTransformationExtraArgs:
+def ew() -> WeightingTransformation:
     r"""Equal weighting (EW): the gradient of :math:`\sum_t L_t`, i.e. :math:`\sum_t \nabla L_t`.
 
     The baseline of every MTL comparison (Lin et al., "Reasonable Effectiveness of Random
@@ -21,4 +22,8 @@ def ew() -> optax.GradientTransformationExtraArgs:
 
     Properties: permutation-invariant, linear, non-conflicting only when the rows do not conflict.
     """
-    return builders.fixed_weighting(lambda t: jnp.ones((t,)), name="ew")
+
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return jnp.ones((stats.num_tasks,)), state
+
+    return as_transform(Weighting("ew", weights, reads="nothing", task_specific="weighted"))

@@ -8,14 +8,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, jacobians
-from mtlx.weighting._imtl_g import imtl_g_weights
-from mtlx.weighting._imtl_l import (
-    imtl_l_scale_gradient,
-    imtl_l_weights,
-    init_scales,
-    step_scales,
+from mtlx._src.jacobians import scale_gramian
+from mtlx._src.weighting import (
+    Stats,
+    TaskWeights,
+    Weighting,
+    WeightingTransformation,
+    as_transform,
 )
+from mtlx.weighting._imtl_g import imtl_g, imtl_g_weights
+from mtlx.weighting._imtl_l import IMTLLState, imtl_l, imtl_l_weights
 
 
 def imtl_weights(gramian: jax.Array, log_scales: jax.Array) -> jax.Array:
@@ -25,8 +27,7 @@ def imtl_weights(gramian: jax.Array, log_scales: jax.Array) -> jax.Array:
     ``alpha`` apply to those rows, so the weights of the raw rows are ``alpha_t e^{s_t}``.
     """
     scales = imtl_l_weights(log_scales).astype(gramian.dtype)
-    alpha = imtl_g_weights(gramian * jnp.outer(scales, scales))
-    return alpha * scales
+    return imtl_g_weights(scale_gramian(gramian, scales)) * scales
 
 
 def imtl(
@@ -34,7 +35,7 @@ def imtl(
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
     optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""IMTL, hybrid Impartial Multi-Task Learning (IMTL-L + IMTL-G), Liu et al. (ICLR 2021).
 
     The losses are scaled as in IMTL-L, :math:`\tilde L_t = e^{s_t} L_t - s_t`, and IMTL-G balances
@@ -71,37 +72,25 @@ def imtl(
       Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task Learning",
       ICLR 2021.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    opt = optimizer(learning_rate)
+    # IMTL = IMTL-L's learned scales d = exp(s), then IMTL-G on the scaled rows d_t g_t: the
+    # composition of the two weighting values, not a copy of their math.
+    loss_balance = imtl_l(num_tasks, learning_rate, optimizer=optimizer).weighting
+    gradient_balance = imtl_g().weighting
 
-    def init_fn(params):
-        del params
-        return init_scales(num_tasks, opt)
+    def weights(stats: Stats, state: IMTLLState) -> tuple[TaskWeights, IMTLLState]:
+        scales, new_state = loss_balance.weights(stats, state)
+        scales = scales.astype(stats.gramian.dtype)
+        scaled = stats._replace(gramian=scale_gramian(stats.gramian, scales))
+        alpha, _ = gradient_balance.weights(scaled, gradient_balance.init(None))
+        return TaskWeights(shared=alpha * scales, task_specific=scales), new_state
 
-    def update_fn(updates, state, params=None, *, task_losses=None, gramian=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        losses = jacobians.check_task_losses(
-            task_losses, jac.num_tasks, required=True, method="imtl"
+    return as_transform(
+        Weighting(
+            "imtl",
+            weights,
+            init=loss_balance.init,
+            reads="gramian",
+            needs_losses=True,
+            num_tasks=num_tasks,
         )
-        builders.check_num_tasks("imtl", num_tasks, jac.num_tasks)
-        if gramian is None:
-            gramian = jac.gramian()
-        elif gramian.shape != (num_tasks, num_tasks):
-            raise ValueError(
-                f"gramian has shape {gramian.shape}; the Jacobian has {num_tasks} tasks."
-            )
-        weights = imtl_weights(gramian, state.log_scales)
-        gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
-        new_state = step_scales(opt, state, gradient)
-        if not jac.has_task_specific:
-            return jac.combine(weights, task_specific="own"), new_state
-        shared = jax.tree.leaves(jac.combine(weights, task_specific="own"))
-        heads = jax.tree.leaves(
-            jac.combine(imtl_l_weights(state.log_scales), task_specific="weighted")
-        )
-        out = [s if m else h for s, h, m in zip(shared, heads, jac.shared_mask)]
-        return jax.tree.unflatten(jac.treedef, out), new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    )

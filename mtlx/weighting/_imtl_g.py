@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, linalg
+from mtlx._src import linalg
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def imtl_g_weights(gramian: jax.Array) -> jax.Array:
@@ -49,7 +50,7 @@ def imtl_g_weights(gramian: jax.Array) -> jax.Array:
     return jnp.where(ok, v * jnp.where(ok, 1.0 / jnp.sum(v), 0.0), 0.0)
 
 
-def imtl_g() -> optax.GradientTransformationExtraArgs:
+def imtl_g() -> WeightingTransformation:
     r"""IMTL-G: impartial multi-task learning, gradient balance (Liu et al., ICLR 2021).
 
     .. math:: \text{update} = J^\top w, \quad w = \frac{G^{+} d}{\mathbf 1^\top G^{+} d},
@@ -75,8 +76,7 @@ def imtl_g() -> optax.GradientTransformationExtraArgs:
       <https://arxiv.org/abs/2406.16232>`_, 2024 (the pseudo-inverse form).
     """
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        return imtl_g_weights(gramian), state
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return imtl_g_weights(stats.gramian), state
 
-    return builders.gramian_weighting(weights_fn, name="imtl_g")
+    return as_transform(Weighting("imtl_g", weights, reads="gramian"))

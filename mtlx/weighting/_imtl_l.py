@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def imtl_l_weights(log_scales: jax.Array) -> jax.Array:
@@ -60,7 +60,7 @@ def imtl_l(
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
     optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""IMTL-L, the loss-balance part of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
 
     The model minimises :math:`\sum_t e^{s_t} L_t - s_t` with learned scales :math:`s_t`, so the
@@ -94,16 +94,26 @@ def imtl_l(
       Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task Learning",
       ICLR 2021.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
     opt = optimizer(learning_rate)
 
-    def weights_fn(losses, state):
-        builders.check_num_tasks("imtl_l", num_tasks, losses.shape[0])
-        weights = imtl_l_weights(state.log_scales)
-        gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
-        return weights.astype(losses.dtype), step_scales(opt, state, gradient)
+    def init(params: Any) -> IMTLLState:
+        del params
+        return init_scales(num_tasks, opt)
 
-    return builders.loss_weighting(
-        weights_fn, name="imtl_l", init_fn=lambda params: init_scales(num_tasks, opt)
+    def weights(stats: Stats, state: IMTLLState) -> tuple[jax.Array, IMTLLState]:
+        losses = stats.losses
+        w = imtl_l_weights(state.log_scales)
+        gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
+        return w.astype(losses.dtype), step_scales(opt, state, gradient)
+
+    return as_transform(
+        Weighting(
+            "imtl_l",
+            weights,
+            init=init,
+            reads="losses",
+            needs_losses=True,
+            task_specific="weighted",
+            num_tasks=num_tasks,
+        )
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
-def mean() -> optax.GradientTransformationExtraArgs:
+def mean() -> WeightingTransformation:
     r"""The mean of the task gradients, :math:`\frac{1}{T} \sum_t \nabla L_t`.
 
     The gradient of the mean loss; TorchJD's ``Mean`` aggregator. One backward pass with the
@@ -16,4 +17,8 @@ def mean() -> optax.GradientTransformationExtraArgs:
 
     Properties: permutation-invariant, linear.
     """
-    return builders.fixed_weighting(lambda t: jnp.full((t,), 1.0 / t), name="mean")
+
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return jnp.full((stats.num_tasks,), 1.0 / stats.num_tasks), state
+
+    return as_transform(Weighting("mean", weights, reads="nothing", task_specific="weighted"))

@@ -6,9 +6,8 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
-
-from mtlx._src import builders, prng
+from mtlx._src import prng
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def pcgrad_weights(gramian: jax.Array, key: jax.Array) -> jax.Array:
@@ -46,7 +45,7 @@ class PCGradState(NamedTuple):
 
 def pcgrad(
     seed: int | jax.Array = 0, reduction: Literal["sum", "mean"] = "sum"
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Projecting conflicting gradients (PCGrad), Algorithm 1 of Yu et al. (NeurIPS 2020).
 
     Each task gradient :math:`g_i` is projected, in a random order of the other tasks, onto the
@@ -72,12 +71,11 @@ def pcgrad(
         del params
         return PCGradState(key=prng.as_key(seed))
 
-    def weights_fn(gramian, losses, state):
-        del losses
+    def weights(stats: Stats, state: PCGradState) -> tuple[jax.Array, PCGradState]:
         next_key, key = jax.random.split(state.key)
-        weights = pcgrad_weights(gramian, key)
+        w = pcgrad_weights(stats.gramian, key)
         if reduction == "mean":
-            weights = weights / gramian.shape[0]
-        return weights, PCGradState(key=next_key)
+            w = w / stats.num_tasks
+        return w, PCGradState(key=next_key)
 
-    return builders.gramian_weighting(weights_fn, name="pcgrad", init_fn=init_fn)
+    return as_transform(Weighting("pcgrad", weights, init=init_fn, reads="gramian"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax
-import optax
 
+from mtlx._src.weighting import WeightingTransformation
 from mtlx.weighting._rlw import Distribution, random_weighting
 
 
@@ -14,7 +14,7 @@ def rgw(
     *,
     concentration: jax.typing.ArrayLike = 1.0,
     num_tasks: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Random gradient weighting (RGW), Algorithm 2 of Lin et al. (TMLR 2022).
 
     At every step new weights :math:`w \sim p` (the distributions of :func:`mtlx.rlw_weights`)

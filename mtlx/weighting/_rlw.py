@@ -9,7 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders, jacobians, prng
+from mtlx._src import jacobians, prng
+from mtlx._src.weighting import (
+    Stats,
+    Weighting,
+    WeightingTransformation,
+    as_transform,
+    check_num_tasks,
+    check_task_losses,
+)
 
 Distribution = Literal[
     "normal", "uniform", "dirichlet", "random_normal", "bernoulli", "constrained_bernoulli"
@@ -117,17 +125,7 @@ def random_normal_parameters(seed: int | jax.Array, num_tasks: int) -> tuple[jax
     return loc, scale
 
 
-def random_weighting(
-    *,
-    name: str,
-    task_specific: jacobians.TaskSpecificMode,
-    distribution: Distribution,
-    seed: int | jax.Array,
-    concentration: jax.typing.ArrayLike,
-    num_tasks: int | None,
-) -> optax.GradientTransformationExtraArgs:
-    """The transform of :func:`rlw` (``task_specific="weighted"``) and :func:`rgw` (``"own"``)."""
-    _check_distribution(distribution)
+def _check_random_weighting_args(num_tasks: int | None, concentration: Any) -> None:
     if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
         raise ValueError(f"num_tasks must be a positive int or None; got {num_tasks!r}.")
     if not isinstance(concentration, jax.core.Tracer):
@@ -137,28 +135,118 @@ def random_weighting(
                 f"concentration must be a positive scalar or (T,) vector; got {concentration!r}."
             )
 
-    def init_fn(params):
+
+def _draw(
+    key: jax.Array,
+    num_tasks: int,
+    distribution: Distribution,
+    seed: int | jax.Array,
+    concentration: jax.typing.ArrayLike,
+) -> jax.Array:
+    """One draw of ``rlw_weights`` with the run's fixed parameters (``random_normal``'s loc/scale)."""
+    alpha = jnp.asarray(concentration)
+    if alpha.ndim == 1 and alpha.shape[0] != num_tasks:
+        raise ValueError(f"concentration has {alpha.shape[0]} entries for {num_tasks} tasks.")
+    loc, scale = (0.0, 1.0)
+    if distribution == "random_normal":
+        loc, scale = random_normal_parameters(seed, num_tasks)
+    return rlw_weights(
+        key, num_tasks, distribution, concentration=concentration, loc=loc, scale=scale
+    )
+
+
+def random_weighting(
+    *,
+    name: str,
+    task_specific: jacobians.TaskSpecificMode,
+    distribution: Distribution,
+    seed: int | jax.Array,
+    concentration: jax.typing.ArrayLike,
+    num_tasks: int | None,
+) -> WeightingTransformation:
+    """The transform of :func:`rlw` (``task_specific="weighted"``) and :func:`rgw` (``"own"``)."""
+    _check_distribution(distribution)
+    _check_random_weighting_args(num_tasks, concentration)
+
+    def init(params: Any) -> RLWState:
+        del params
+        return RLWState(key=prng.as_key(seed))
+
+    def weights(stats: Stats, state: RLWState) -> tuple[jax.Array, RLWState]:
+        next_key, key = jax.random.split(state.key)
+        w = _draw(key, stats.num_tasks, distribution, seed, concentration)
+        return w, RLWState(key=next_key)
+
+    return as_transform(
+        Weighting(
+            name,
+            weights,
+            init=init,
+            reads="nothing",
+            task_specific=task_specific,
+            num_tasks=num_tasks,
+        )
+    )
+
+
+def random_row_weights(
+    distribution: Distribution = "normal",
+    seed: int | jax.Array = 0,
+    *,
+    concentration: jax.typing.ArrayLike = 1.0,
+    num_tasks: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Random weights on the task losses, chained before ANY method (Lin et al., TMLR 2022, §5).
+
+    At every step it draws :math:`\lambda \sim p` (the distributions of :func:`rlw_weights`)
+    and hands on the Jacobian of the randomly weighted losses :math:`\lambda_t L_t`, i.e. the rows
+    :math:`\lambda_t g_t` (heads included), to the method that follows:
+
+    .. code-block:: python
+
+      tx = optax.chain(mtlx.random_row_weights("normal"), mtlx.cagrad(), optax.adam(1e-3))
+
+    is "RW + CAGrad" of the paper's Table 3: CAGrad on the gradients of the randomly weighted
+    losses. It stays lazy: the engine's Jacobian scaled by :math:`D = \mathrm{diag}(\lambda)`
+    has Gramian :math:`D G D` and ``combine(w)`` is the wrapped ``combine(λ * w)``, so a loss-only
+    method after it still costs one backward pass and a Gramian method reads the same T rows it
+    would read anyway. Followed by :func:`ew` it is :func:`rlw`.
+
+    Args:
+      distribution: the weight distribution (see :func:`rlw_weights`); ``"normal"``
+        (softmax of a standard normal draw) is the paper's default.
+      seed: int seed or PRNG key; the key lives in the state (:class:`RLWState`), split per step.
+      concentration: the Dirichlet concentration (scalar or ``(T,)``), for ``"dirichlet"``.
+      num_tasks: optional T, checked against the Jacobian's task axis.
+
+    Returns:
+      A transformation from a per-task Jacobian to the scaled Jacobian (an :class:`mtlx.Jacobian`),
+      for the method chained after it. ``task_losses`` are checked and passed on unchanged by
+      ``optax.chain``: a method after it that reads the losses (UW, DWA, ...) sees the unweighted
+      ones; only the gradients are weighted.
+
+    Properties: positively homogeneous, one weight draw per step (not per row); the next method's
+    scale-invariant parts (MGDA's, IMTL-G's normalisations) undo the scale but not the mix.
+
+    References:
+      Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task
+      Learning", TMLR 2022 (arXiv:2111.10603), Table 3 (RW combined with gradient methods).
+    """
+    _check_distribution(distribution)
+    _check_random_weighting_args(num_tasks, concentration)
+
+    def init_fn(params: Any) -> RLWState:
         del params
         return RLWState(key=prng.as_key(seed))
 
     def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
         del params, extra_args
         jac = jacobians.as_jacobian(updates)
-        t = jac.num_tasks
-        if num_tasks is not None:
-            builders.check_num_tasks(name, num_tasks, t)
-        jacobians.check_task_losses(task_losses, t, required=False, method=name)
-        alpha = jnp.asarray(concentration)
-        if alpha.ndim == 1 and alpha.shape[0] != t:
-            raise ValueError(f"concentration has {alpha.shape[0]} entries for {t} tasks.")
-        loc, scale = (0.0, 1.0)
-        if distribution == "random_normal":
-            loc, scale = random_normal_parameters(seed, t)
+        check_task_losses(task_losses, jac.num_tasks, required=False, method="random_row_weights")
+        check_num_tasks("random_row_weights", num_tasks, jac.num_tasks)
         next_key, key = jax.random.split(state.key)
-        weights = rlw_weights(
-            key, t, distribution, concentration=concentration, loc=loc, scale=scale
-        )
-        return jac.combine(weights, task_specific=task_specific), RLWState(key=next_key)
+        scales = _draw(key, jac.num_tasks, distribution, seed, concentration)
+        return jacobians.ScaledJacobian(jac, scales), RLWState(key=next_key)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -169,7 +257,7 @@ def rlw(
     *,
     concentration: jax.typing.ArrayLike = 1.0,
     num_tasks: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Random loss weighting (RLW), Algorithm 1 of Lin et al. (TMLR 2022).
 
     At every step new weights :math:`w \sim p` are drawn and the update is the gradient of the

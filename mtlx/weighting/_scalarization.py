@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
-def scalarization(weights: jax.typing.ArrayLike) -> optax.GradientTransformationExtraArgs:
+def scalarization(weights: jax.typing.ArrayLike) -> WeightingTransformation:
     r"""Linear scalarization with fixed weights: :math:`\sum_t w_t \nabla L_t`.
 
     The brute-force baseline of Kirchdorfer et al. ("Analytical Uncertainty-Based Loss Weighting in
@@ -29,4 +29,10 @@ def scalarization(weights: jax.typing.ArrayLike) -> optax.GradientTransformation
         raise ValueError(f"weights must be a vector of shape (T,); got shape {weights.shape}.")
     if not isinstance(weights, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(weights))):
         raise ValueError(f"weights must be finite; got {weights}.")
-    return builders.fixed_weighting(lambda t: weights, name="scalarization")
+
+    def weights_of(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return weights, state
+
+    return as_transform(
+        Weighting("scalarization", weights_of, reads="nothing", task_specific="weighted")
+    )

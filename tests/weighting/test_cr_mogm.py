@@ -142,7 +142,11 @@ def test_errors():
     tx = mtlx.cr_mogm(mtlx.mgda_weights, 3)
     with pytest.raises(ValueError, match="tasks"):
         tx.update(J_BASE, tx.init(None))
-    # MoCo's update combines tracked gradients, not the rows: there are no weights to smooth.
-    tx = mtlx.cr_mogm(mtlx.moco(2), 2)
+    # MoCo's update combines tracked gradients, not the rows: there are no weights to smooth,
+    # and that is known when the wrapper is built.
     with pytest.raises(ValueError, match="not a weighting"):
-        tx.update(J_BASE, tx.init(jnp.zeros(3)), task_losses=jnp.ones(2))
+        mtlx.cr_mogm(mtlx.moco(2), 2)
+    with pytest.raises(ValueError, match="not a weighting"):
+        mtlx.cr_mogm(mtlx.graddrop(), 2)
+    with pytest.raises(ValueError, match="built for num_tasks=3"):
+        mtlx.cr_mogm(mtlx.uw(3), 2)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mtlx.data import _tfds
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow",
@@ -116,3 +117,31 @@ def load_celeba(
         return {"image": image, "labels": labels}
 
     return _tfds.MappedSource(source, convert)
+
+
+def celeba_tasks(attributes: tuple[str, ...] = ATTRIBUTES, **_: object) -> tuple[TaskSpec, ...]:
+    """One binary classification task per attribute, in label-column order."""
+    return tuple(TaskSpec(a, "classification", 2) for a in attributes)
+
+
+@register_dataset("celeba", tasks=celeba_tasks)
+def celeba_dataset(
+    data_dir: str | os.PathLike | None = None,
+    image_size: int = 64,
+    attributes: tuple[str, ...] = ATTRIBUTES,
+    eval_split: str = "test",
+) -> Dataset:
+    """CelebA, 40 binary attributes (TFDS ``celeb_a``; see :func:`load_celeba`).
+
+    Args:
+      data_dir: the TFDS data directory.
+      image_size: the side the faces are resized to.
+      attributes: the tasks.
+      eval_split: the evaluation split, ``"test"`` or ``"validation"``.
+    """
+    kwargs = {"data_dir": data_dir, "image_size": image_size, "attributes": tuple(attributes)}
+    return Dataset(
+        celeba_tasks(tuple(attributes)),
+        load_celeba("train", **kwargs),
+        load_celeba(eval_split, **kwargs),
+    )

@@ -2,6 +2,8 @@
 severities, for measuring how features transfer to distribution shift.
 
 Read from the TFDS ``cifar10_corrupted/<corruption>_<severity>`` configs (array_record format).
+TFDS has only a test split (10,000 images); the registered dataset ``"cifar10_corrupted"``
+splits it by seed into training and evaluation examples, one 10-class task ``"label"``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import numpy as np
 
 from mtlx.data import _tfds
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
 CORRUPTIONS = (
     "brightness",
@@ -67,3 +70,46 @@ def load_cifar10_corrupted(
     image = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.float32) / 255.0
     labels = np.asarray([[int(e["label"])] for e in examples], np.int32).reshape(n, 1)
     return {"image": image, "labels": labels}
+
+
+def cifar10_corrupted_tasks(**_: object) -> tuple[TaskSpec, ...]:
+    """One task: the CIFAR-10 class (10 classes), column 0 of ``"labels"``."""
+    return (TaskSpec("label", "classification", 10),)
+
+
+@register_dataset("cifar10_corrupted", tasks=cifar10_corrupted_tasks)
+def cifar10_corrupted_dataset(
+    corruption: str = "gaussian_noise",
+    severity: int = 5,
+    data_dir: str | os.PathLike | None = None,
+    num_examples: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """CIFAR-10-C, one corruption, split by ``seed`` into training and evaluation examples.
+
+    Args:
+      corruption: one of :data:`CORRUPTIONS`.
+      severity: 1 (mild) to 5 (severe).
+      data_dir: the TFDS data directory.
+      num_examples: use the first examples only (default: all 10,000).
+      test_fraction: the share of examples held out for evaluation, in ``(0, 1)``.
+      seed: seed of the split (the same seed gives the same split).
+
+    Raises:
+      DatasetNotFoundError: the config is not prepared under ``data_dir``; nothing is downloaded.
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}.")
+    arrays = load_cifar10_corrupted(
+        corruption, severity, data_dir=data_dir, num_examples=num_examples
+    )
+    n = len(arrays["labels"])
+    order = np.random.default_rng(seed).permutation(n)
+    num_test = min(max(int(round(float(test_fraction) * n)), 1), n - 1)
+    test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
+    return Dataset(
+        cifar10_corrupted_tasks(),
+        {k: v[train] for k, v in arrays.items()},
+        {k: v[test] for k, v in arrays.items()},
+    )

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from mtlx.data import _dense, _tfds
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
 NAME = "mtlx_cityscapes"
 SHAPE = (128, 256)
@@ -72,3 +73,20 @@ def load_cityscapes(
     """
     how_to = _HOW_TO.replace("{num_classes}", str(num_classes))
     return _dense.load(_name(num_classes), split, data_dir, how_to)
+
+
+def cityscapes_tasks(num_classes: int = 7, **_: object) -> tuple[TaskSpec, ...]:
+    """Segmentation with ``num_classes`` classes and depth, each under its own batch key."""
+    _name(int(num_classes))  # validates
+    return (TaskSpec("segmentation", "segmentation", int(num_classes)), TaskSpec("depth", "depth"))
+
+
+@register_dataset("cityscapes", tasks=cityscapes_tasks)
+def cityscapes_dataset(num_classes: int = 7, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Cityscapes (MTAN's set, prepared by :func:`prepare_cityscapes`; see :func:`load_cityscapes`)."""
+    kwargs = {"num_classes": num_classes, "data_dir": data_dir}
+    return Dataset(
+        cityscapes_tasks(num_classes),
+        load_cityscapes("train", **kwargs),
+        load_cityscapes("test", **kwargs),
+    )

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
+
 TASKS = ("left", "right", "sum_parity", "left_greater")
 NUM_CLASSES = {"left": 10, "right": 10, "sum_parity": 2, "left_greater": 2}
 _TEST_FRACTION = 0.25
@@ -73,3 +75,31 @@ def load_multi_digits(
     }
     labels = np.stack([columns[t] for t in tasks], axis=1).astype(np.int32)
     return {"image": image.astype(np.float32), "labels": labels}
+
+
+def digits_tasks(tasks: Sequence[str] = ("left", "right"), **_: object) -> tuple[TaskSpec, ...]:
+    """The classification tasks of Multi-Digits with ``tasks``, in label-column order."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown tasks {unknown}; choose from {TASKS}.")
+    return tuple(TaskSpec(t, "classification", NUM_CLASSES[t]) for t in tasks)
+
+
+@register_dataset("digits", tasks=digits_tasks)
+def digits_dataset(
+    tasks: Sequence[str] = ("left", "right"),
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Multi-Digits (offline, 8 x 16 images, 2-4 classification tasks): the default dataset.
+
+    Args:
+      tasks: task names from :data:`TASKS`.
+      num_train: training pairs (default: one per training source image, 1,348).
+      num_test: test pairs (default: one per test source image, 449).
+      seed: seed of the partition and the pairing.
+    """
+    tasks = tuple(tasks)
+    load = lambda split, n: load_multi_digits(split, tasks=tasks, num_examples=n, seed=seed)  # noqa: E731
+    return Dataset(digits_tasks(tasks), load("train", num_train), load("test", num_test))

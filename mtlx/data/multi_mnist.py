@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from mtlx.data import _tfds
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
 VARIANTS = {
     "mnist": ("mnist", "mnist"),  # Multi-MNIST
@@ -116,3 +117,26 @@ def load_multi_mnist(
     image = overlay(left_images[:n], right_images[partner], image_size)
     labels = np.stack([left_labels[:n], right_labels[partner]], axis=1).astype(np.int32)
     return {"image": image.astype(np.float32) / 255.0, "labels": labels}
+
+
+def multi_mnist_tasks(**_: object) -> tuple[TaskSpec, ...]:
+    """The two 10-class tasks of Multi-MNIST: the top-left and the bottom-right item."""
+    return (TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10))
+
+
+@register_dataset("multi_mnist", tasks=multi_mnist_tasks)
+def multi_mnist_dataset(
+    variant: str = "mnist",
+    data_dir: str | os.PathLike | None = None,
+    image_size: int = 36,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Multi-MNIST / Multi-Fashion / Multi-Fashion+MNIST (TFDS; see :func:`load_multi_mnist`)."""
+    kwargs = {"variant": variant, "data_dir": data_dir, "image_size": image_size, "seed": seed}
+    return Dataset(
+        multi_mnist_tasks(),
+        load_multi_mnist("train", num_examples=num_train, **kwargs),
+        load_multi_mnist("test", num_examples=num_test, **kwargs),
+    )

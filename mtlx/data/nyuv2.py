@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from mtlx.data import _dense, _tfds
+from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
 NAME = "mtlx_nyuv2"
 TASKS = {"segmentation": 13, "depth": 1, "normal": 3}  # output channels per task
@@ -54,3 +55,20 @@ def load_nyuv2(split: str = "train", *, data_dir: str | os.PathLike | None = Non
         downloaded.
     """
     return _dense.load(NAME, split, data_dir, _HOW_TO)
+
+
+def nyuv2_tasks(**_: object) -> tuple[TaskSpec, ...]:
+    """13-class segmentation, depth and surface normals, each under its own batch key."""
+    return (
+        TaskSpec("segmentation", "segmentation", TASKS["segmentation"]),
+        TaskSpec("depth", "depth"),
+        TaskSpec("normal", "normal"),
+    )
+
+
+@register_dataset("nyuv2", tasks=nyuv2_tasks)
+def nyuv2_dataset(data_dir: str | os.PathLike | None = None) -> Dataset:
+    """NYUv2 (MTAN's preprocessed set, prepared by :func:`prepare_nyuv2`; see :func:`load_nyuv2`)."""
+    return Dataset(
+        nyuv2_tasks(), load_nyuv2("train", data_dir=data_dir), load_nyuv2("test", data_dir=data_dir)
+    )

@@ -5,16 +5,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtlx._src import jacobians, tolerances
+from mtlx._src.jacobians import scale_gramian
 
-def normalize_gramian(gramian: jax.Array, eps: float = 1e-4) -> jax.Array:
-    """``G / trace(G)``: the Gramian of ``J / ||J||_F``; zero when ``trace(G) < eps``."""
+
+def normalize_gramian(gramian: jax.Array, eps: float = tolerances.GRAMIAN_NORM_EPS) -> jax.Array:
+    """``G / trace(G)``: the Gramian of ``J / ||J||_F``; zero unless ``trace(G) > eps``.
+
+    The one trace normalization of the weighting methods (``eps = 0``: every non-zero Gramian).
+    """
     trace = jnp.trace(gramian)
-    return jnp.where(
-        trace < eps, jnp.zeros_like(gramian), gramian / jnp.where(trace < eps, 1.0, trace)
-    )
+    positive = trace > eps
+    return jnp.where(positive, gramian / jnp.where(positive, trace, 1.0), jnp.zeros_like(gramian))
 
 
-def regularize_gramian(gramian: jax.Array, eps: float = 1e-4) -> jax.Array:
+def regularize_gramian(gramian: jax.Array, eps: float = tolerances.GRAMIAN_REG_EPS) -> jax.Array:
     """``G + eps I``: positive definite despite rounding errors."""
     return gramian + eps * jnp.eye(gramian.shape[0], dtype=gramian.dtype)
 
@@ -30,21 +35,28 @@ def norms_from_gramian(gramian: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
 
 
-def cosine_from_gramian(gramian: jax.Array, eps: float = 1e-30) -> jax.Array:
-    """``cos(g_s, g_t)`` from ``G``; 0 where either row is zero."""
-    norms = norms_from_gramian(gramian)
-    return safe_divide(gramian, jnp.outer(norms, norms), eps)
+def nonzero_rows(gramian: jax.Array) -> jax.Array:
+    """``(T,)`` bool: the rows that are not zero rows.
 
-
-def symmetric_sqrt(matrix: jax.Array, eps: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Eigen-decomposition of a symmetric PSD matrix: ``(eigenvalues, eigenvectors, rank_mask)``.
-
-    ``rank_mask`` marks eigenvalues above ``eps * max_eigenvalue``; the rest are treated as zero.
+    A row is zero when its norm is at most ``tolerances.zero_row_rtol`` times the largest row norm:
+    the one zero-row rule of the methods that divide by row norms (scale-free).
     """
-    eigenvalues, eigenvectors = jnp.linalg.eigh(matrix)
-    eigenvalues = jnp.maximum(eigenvalues, 0.0)
-    rank_mask = eigenvalues > eps * jnp.max(eigenvalues)
-    return eigenvalues, eigenvectors, rank_mask
+    norms = norms_from_gramian(gramian)
+    return norms > tolerances.zero_row_rtol(gramian.dtype) * jnp.max(norms)
+
+
+def inverse_norms(gramian: jax.Array) -> jax.Array:
+    """``1 / ||g_t||`` from ``G``, and 0 for a zero row (:func:`nonzero_rows`)."""
+    nonzero = nonzero_rows(gramian)
+    return jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms_from_gramian(gramian), 1.0), 0.0)
+
+
+def cosine_from_gramian(gramian: jax.Array) -> jax.Array:
+    """``cos(g_s, g_t)`` from ``G``: the Gramian ``D^{-1} G D^{-1}`` of the unit rows.
+
+    0 where either row is zero (:func:`inverse_norms`).
+    """
+    return scale_gramian(gramian, inverse_norms(gramian))
 
 
 def psd_pinv(matrix: jax.Array, rtol: float | None = None) -> jax.Array:
@@ -55,7 +67,7 @@ def psd_pinv(matrix: jax.Array, rtol: float | None = None) -> jax.Array:
     """
     n = matrix.shape[0]
     if rtol is None:
-        rtol = 10.0 * n * jnp.finfo(matrix.dtype).eps
+        rtol = tolerances.PINV_RTOL_FACTOR * n * tolerances.eps(matrix.dtype)
     eigenvalues, eigenvectors = jnp.linalg.eigh(matrix)
     keep = eigenvalues > rtol * jnp.maximum(jnp.max(eigenvalues), 0.0)
     inverse = jnp.where(keep, 1.0 / jnp.where(keep, eigenvalues, 1.0), 0.0)
@@ -69,8 +81,6 @@ def cross_gramian(jac_a, jac_b) -> jax.Array:
     the Gramian ``E[J] E[J]^T`` (the "double sampling" of MoDo and SDMGrad); it is not symmetric.
     Each argument is an engine Jacobian or a pytree of task-stacked leaves ``(T, *shape)``.
     """
-    from mtlx._src import jacobians  # local: linalg is otherwise free of the Jacobian classes
-
     jac_a, jac_b = jacobians.as_jacobian(jac_a), jacobians.as_jacobian(jac_b)
     if jac_a.num_tasks != jac_b.num_tasks or jac_a.shared_mask != jac_b.shared_mask:
         raise ValueError(

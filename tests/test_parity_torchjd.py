@@ -139,14 +139,14 @@ STATEFUL_GRAMIAN_CASES = [
     ("modo", lambda t: mtlx.modo(t), lambda t: agg.MoDoWeighting()),
     (
         "modo_small_step",
-        lambda t: mtlx.modo(t, gamma=1e-4, rho=0.5),
+        lambda t: mtlx.modo(t, learning_rate=1e-4, rho=0.5),
         lambda t: agg.MoDoWeighting(gamma=1e-4, rho=0.5),
     ),
     ("sdmgrad", lambda t: mtlx.sdmgrad(t), lambda t: agg.SDMGradWeighting()),
     (
         "sdmgrad_pref",
         lambda t: mtlx.sdmgrad(
-            t, lr=3.0, n_iter=7, lambda_=1.0, pref_vector=jnp.linspace(0.1, 1.0, t)
+            t, learning_rate=3.0, max_iters=7, lambda_=1.0, pref_vector=jnp.linspace(0.1, 1.0, t)
         ),
         lambda t: agg.SDMGradWeighting(
             lr=3.0,

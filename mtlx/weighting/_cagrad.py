@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, linalg, solvers
+from mtlx._src import checks, linalg, solvers, tolerances
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _RESCALES = (0, 1, 2)
@@ -16,105 +17,9 @@ def _matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
     return jnp.matmul(matrix, vector, precision=_HIGHEST)
 
 
-def _face_root(gramian, pull, support, radius):
-    """On the face ``support`` of the simplex, the ``tau`` where ``radius * tau = ||g_w(tau)||``.
-
-    There ``w(tau) = argmin ½ w^T G w + tau a^T w`` is affine, ``p + tau q`` (``p`` the face's
-    min-norm point, ``q`` summing to 0, ``p^T G q = 0``), so ``||g_w||^2 = 1/gamma + tau^2 q^T G q``
-    and the root is closed-form. ``inf`` when the face has none.
-    """
-    mask = support[:, None] & support[None, :]
-    system = jnp.where(mask, gramian, 0.0) + jnp.diag(jnp.where(support, 0.0, 1.0))
-    ones = jnp.where(support, 1.0, 0.0).astype(gramian.dtype)
-    rhs = jnp.stack([ones, jnp.where(support, pull, 0.0)], axis=1)
-    x = jnp.linalg.solve(system, rhs)
-    gamma, beta = ones @ x[:, 0], ones @ x[:, 1]
-    gamma = jnp.where(gamma > 0, gamma, jnp.inf)
-    q = (beta / gamma) * x[:, 0] - x[:, 1]
-    excess = radius**2 - q @ _matvec(gramian, q)
-    ok = (excess > 0) & jnp.isfinite(gamma)
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, 1.0 / (gamma * excess), 1.0)), jnp.inf)
-
-
-def _min_norm_shifted(gramian, pull, g0_sq, tau, init, reg, max_iters):
-    """``argmin_{w in simplex} ||g_w + tau g0||^2``: the min-norm point of the shifted rows.
-
-    On the simplex ``||g_w + tau g0||^2 = w^T G w + 2 tau a^T w + const``: Wolfe's algorithm with
-    the linear term ``tau a`` solves it exactly, warm-started from the previous ``tau``'s solution.
-    """
-    del g0_sq  # a constant on the simplex
-    return solvers.min_norm_point(
-        gramian, init, linear=tau * pull, max_iters=max_iters, reg_eps=reg
-    )
-
-
-def cagrad_dual(
-    gramian: jax.Array,
-    radius: jax.Array,
-    *,
-    max_iters: int = 50,
-    qp_max_iters: int | None = None,
-    reg_eps: float | None = None,
-) -> jax.Array:
-    r"""``argmin_{w in simplex} w^T G b + radius ||J^T w||`` (``b = 1/T``): CAGrad's dual problem.
-
-    Written as ``min_{w, t > 0} w^T G b + radius (w^T G w / (2 t) + t / 2)``: for fixed ``t`` the
-    minimiser ``w(tau)`` (``tau = t / radius``) is the min-norm point of the rows shifted by
-    ``tau g0``, and the optimal ``tau`` is the root of ``radius tau = ||J^T w(tau)||``, which has
-    one sign change (the reduced objective is convex in ``t``). The root is bracketed in
-    ``[0, max_t ||g_t|| / radius]`` and found by steps to the exact root of the current face of
-    the simplex, falling back to bisection: a few warm-started min-norm-point solves (Wolfe's
-    algorithm, exact on rank-deficient Gramians too) when the face is right.
-
-    Args:
-      gramian: ``(T, T)`` Gramian, best normalized (trace 1).
-      radius: ``c ||g0||`` (> 0).
-      max_iters: bound on the outer (root-finding) iterations.
-      qp_max_iters: bound on each inner min-norm-point solve (``None``: ``10 T + 10``).
-      reg_eps: relative ridge on the shifted Gramian's corral systems (``None``: ``10 eps``).
-
-    Returns:
-      The ``(T,)`` minimiser ``w`` (on the simplex).
-    """
-    num_tasks = gramian.shape[0]
-    dtype = gramian.dtype
-    eps = jnp.finfo(dtype).eps
-    reg = 10.0 * eps if reg_eps is None else reg_eps
-    rtol = eps**0.75  # the QPs on ill-conditioned Gramians are exact to about this
-    b = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-    pull = _matvec(gramian, b)  # a = G b: <g_t, g0>
-    g0_sq = jnp.maximum(b @ pull, 0.0)
-    radius = jnp.maximum(radius, jnp.finfo(dtype).tiny)
-    max_norm = jnp.sqrt(jnp.maximum(jnp.max(jnp.diagonal(gramian)), 0.0))
-    hi0 = 1.01 * max_norm / radius + jnp.finfo(dtype).tiny
-
-    def step(carry):
-        lo, hi, tau, w, _, it = carry
-        w = _min_norm_shifted(gramian, pull, g0_sq, tau, w, reg, qp_max_iters)
-        norm = jnp.sqrt(jnp.maximum(w @ _matvec(gramian, w), 0.0))
-        gap = radius * tau - norm
-        lo = jnp.where(gap < 0, tau, lo)
-        hi = jnp.where(gap < 0, hi, tau)
-        candidate = _face_root(gramian, pull, w > 0, radius)
-        inside = (candidate > lo) & (candidate < hi)
-        next_tau = jnp.where(inside, candidate, 0.5 * (lo + hi))
-        # Done when tau is a root to rounding, or is its own face's root (the face is right).
-        converged = (
-            (jnp.abs(gap) <= rtol * (norm + radius * tau))
-            | (jnp.abs(candidate - tau) <= rtol * tau)
-            | (hi - lo <= eps * hi)
-        )
-        return lo, hi, next_tau, w, converged, it + 1
-
-    def keep_going(carry):
-        *_, converged, it = carry
-        return (~converged) & (it < max_iters)
-
-    tau0 = _face_root(gramian, pull, jnp.ones((num_tasks,), bool), radius)
-    tau0 = jnp.where(tau0 < hi0, tau0, 0.5 * hi0)
-    init = (jnp.zeros((), dtype), hi0, tau0, b, jnp.asarray(False), 0)
-    *_, w, _, _ = jax.lax.while_loop(keep_going, step, init)
-    return w
+def _check_rescale(rescale: int) -> None:
+    if isinstance(rescale, bool) or rescale not in _RESCALES:
+        raise ValueError(f"rescale must be 0, 1 or 2 (as in the CAGrad code); got {rescale!r}.")
 
 
 def cagrad_weights(
@@ -122,7 +27,7 @@ def cagrad_weights(
     c: jax.typing.ArrayLike = 0.5,
     *,
     rescale: int = 1,
-    norm_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
     max_iters: int = 50,
 ) -> jax.Array:
     r"""CAGrad weights ``w`` (T,): ``J^T w`` is CAGrad's update.
@@ -131,7 +36,7 @@ def cagrad_weights(
        w^* = \arg\min_{w \in \Delta} g_w^\top g_0 + c \|g_0\| \|g_w\|, \quad b = \tfrac1T \mathbf 1
 
     with ``rho = 1`` (``rescale=0``), ``1 + c^2`` (``rescale=1``) or ``1 + c`` (``rescale=2``).
-    The dual is solved on ``G / trace(G)`` by :func:`cagrad_dual` (exact up to rounding).
+    The dual is solved on ``G / trace(G)`` by ``solvers.cagrad_dual`` (exact up to rounding).
 
     Args:
       gramian: ``(T, T)`` Gramian ``G = J J^T``.
@@ -144,8 +49,7 @@ def cagrad_weights(
     Returns:
       ``(T,)`` weights.
     """
-    if isinstance(rescale, bool) or rescale not in _RESCALES:
-        raise ValueError(f"rescale must be 0, 1 or 2 (as in the CAGrad code); got {rescale!r}.")
+    _check_rescale(rescale)
     num_tasks = gramian.shape[0]
     g = linalg.normalize_gramian(gramian, norm_eps)
     dtype = g.dtype
@@ -153,7 +57,7 @@ def cagrad_weights(
     b = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
     radius = c * jnp.sqrt(jnp.maximum(b @ _matvec(g, b), 0.0))
     solvable = radius > 0
-    w_star = cagrad_dual(g, jnp.where(solvable, radius, 1.0), max_iters=max_iters)
+    w_star = solvers.cagrad_dual(g, jnp.where(solvable, radius, 1.0), max_iters=max_iters)
     w_norm = jnp.sqrt(jnp.maximum(w_star @ _matvec(g, w_star), 0.0))
     # radius = 0 (c = 0 or g0 = 0): the ball is the point g0, the update is the mean.
     step = jnp.where(solvable, radius / jnp.where(w_norm > 0, w_norm, 1.0), 0.0)
@@ -166,9 +70,9 @@ def cagrad_weights(
 def cagrad(
     c: jax.typing.ArrayLike = 0.5,
     rescale: int = 1,
-    norm_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
     max_iters: int = 50,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Conflict-averse gradient descent (CAGrad), Algorithm 1 of Liu et al. (NeurIPS 2021).
 
     .. math:: d^* = \arg\max_{\|d - g_0\| \le c \|g_0\|}\ \min_t\ g_t^\top d
@@ -206,14 +110,13 @@ def cagrad(
       Liu et al., `Conflict-Averse Gradient Descent for Multi-task Learning
       <https://arxiv.org/abs/2110.14048>`_, NeurIPS 2021.
     """
-    if isinstance(rescale, bool) or rescale not in _RESCALES:
-        raise ValueError(f"rescale must be 0, 1 or 2 (as in the CAGrad code); got {rescale!r}.")
-    if not isinstance(c, jax.core.Tracer) and jnp.ndim(c) == 0 and float(c) < 0:
-        raise ValueError(f"c must be non-negative; got {c}.")
+    _check_rescale(rescale)
+    checks.nonnegative("c", c)
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        w = cagrad_weights(gramian, c, rescale=rescale, norm_eps=norm_eps, max_iters=max_iters)
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        w = cagrad_weights(
+            stats.gramian, c, rescale=rescale, norm_eps=norm_eps, max_iters=max_iters
+        )
         return w, state
 
-    return builders.gramian_weighting(weights_fn, name="cagrad")
+    return as_transform(Weighting("cagrad", weights, reads="gramian"))

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from mtlx._src import builders, linalg, solvers
+from mtlx._src import solvers, tolerances
+from mtlx._src.methods import preference_weighting
+from mtlx._src.weighting import WeightingTransformation
 
 
 def dualproj_weights(
     gramian: jax.Array,
     pref_vector: jax.Array | None = None,
     *,
-    norm_eps: float = 1e-4,
-    reg_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
+    reg_eps: float = tolerances.GRAMIAN_REG_EPS,
     max_iters: int | None = None,
 ) -> jax.Array:
     r"""DualProj weights: ``w = argmin_{v >= p} v^T G v``, so that ``J^T w = pi_J(J^T p)``.
@@ -36,18 +37,17 @@ def dualproj_weights(
     num_tasks = gramian.shape[0]
     if pref_vector is None:
         pref_vector = jnp.full((num_tasks,), 1.0 / num_tasks, gramian.dtype)
-    g = linalg.regularize_gramian(linalg.normalize_gramian(gramian, norm_eps), reg_eps)
-    return solvers.project_weights_to_dual_cone(
-        jnp.asarray(pref_vector).astype(g.dtype), g, max_iters=max_iters
+    return solvers.dual_cone_weights(
+        pref_vector, gramian, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters
     )
 
 
 def dualproj(
     pref_vector: jax.typing.ArrayLike | None = None,
-    norm_eps: float = 1e-4,
-    reg_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
+    reg_eps: float = tolerances.GRAMIAN_REG_EPS,
     max_iters: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""DualProj: project the preference combination onto the dual cone of the task gradients.
 
     .. math:: \text{update} = \pi_J\big(\textstyle\sum_t p_t\, g_t\big), \qquad
@@ -79,12 +79,9 @@ def dualproj(
       Quinton & Rey, `Jacobian Descent for Multi-Objective Optimization
       <https://arxiv.org/abs/2406.16232>`_, 2024.
     """
-    pref = builders.as_pref_vector(pref_vector)
-
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_pref_vector(pref, gramian.shape[0])
-        w = dualproj_weights(gramian, pref, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
-        return w, state
-
-    return builders.gramian_weighting(weights_fn, name="dualproj")
+    options = dict(norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
+    return preference_weighting(
+        "dualproj",
+        lambda stats, pref: dualproj_weights(stats.gramian, pref, **options),
+        pref_vector,
+    )

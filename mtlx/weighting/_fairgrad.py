@@ -6,15 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-# Step sizes tried at once by the vectorised backtracking line search (1, 1/2, ..., 2^-29).
-_STEPS = 0.5 ** jnp.arange(30)
-
-
-def _matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
-    return jnp.matmul(matrix, vector, precision=_HIGHEST)
+from mtlx._src import checks, linalg, solvers, tolerances
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def fairgrad_weights(
@@ -30,9 +23,10 @@ def fairgrad_weights(
     The root is the minimiser of the strictly convex
     ``F(w) = ½ w^T G w + sum_t phi(w_t)`` with ``phi'(w) = -w^{-1/alpha}`` (``-log w`` for
     ``alpha = 1``), found by damped Newton steps (``H = G + diag(w^{-1/alpha - 1} / alpha)`` is
-    positive definite) with a vectorised backtracking line search that keeps ``w > 0``; it stops
-    when the Newton decrement is below ``tol``. The solve runs on ``G / trace(G)`` and the weights
-    are rescaled by ``trace(G)^{-alpha / (1 + alpha)}`` (the root's exact scaling law).
+    positive definite) with a vectorised backtracking line search that keeps ``w > 0``
+    (``solvers.alpha_fair_root``); it stops when the Newton decrement is below ``tol``. The solve
+    runs on ``G / trace(G)`` and the weights are rescaled by ``trace(G)^{-alpha / (1 + alpha)}``
+    (the root's exact scaling law). A row is zero as ``linalg.nonzero_rows`` says.
 
     Args:
       gramian: ``(T, T)`` Gramian ``G = J J^T``.
@@ -48,75 +42,30 @@ def fairgrad_weights(
     """
     num_tasks = gramian.shape[0]
     dtype = gramian.dtype
-    eps = jnp.finfo(dtype).eps
-    tol = num_tasks * eps**1.5 if tol is None else tol
-    reg_eps = 100.0 * eps if reg_eps is None else reg_eps
+    if reg_eps is None:
+        reg_eps = tolerances.FAIRGRAD_RIDGE_FACTOR * tolerances.eps(dtype)
     alpha = jnp.asarray(alpha, dtype)
-    uniform = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
     linear = alpha == 0  # alpha = 0 is linear scalarization (Section 3 of the paper)
     alpha = jnp.where(linear, 1.0, alpha)
-    exponent = 1.0 - 1.0 / alpha  # phi(w) = -w^exponent / exponent, -log w at exponent 0
-
     trace = jnp.trace(gramian)
     positive = trace > 0
-    g = gramian / jnp.where(positive, trace, 1.0)
+    g = linalg.normalize_gramian(gramian, 0.0)
     diag = jnp.diagonal(g)
     # A zero row has no finite root: solve the others (its row/column replaced by the identity's).
-    live = diag > eps**2 * jnp.max(diag)  # norms above eps times the largest
+    live = linalg.nonzero_rows(g)
     both = live[:, None] & live[None, :]
     eye = jnp.eye(num_tasks, dtype=dtype)
     g = jnp.where(both, g, 0.0) + jnp.where(live, reg_eps * diag, 1.0) * eye
-
-    def phi(w):
-        log_w = jnp.log(w)
-        small = jnp.abs(exponent) < 1e-12
-        safe = jnp.where(small, 1.0, exponent)
-        return jnp.where(small, -log_w, -jnp.expm1(safe * log_w) / safe)
-
-    def objective(w):
-        return 0.5 * w @ _matvec(g, w) + jnp.sum(phi(w))
-
-    def newton(carry):
-        w, _, it = carry
-        power = w ** (-1.0 / alpha)
-        grad = _matvec(g, w) - power
-        hessian = g + jnp.diag(power / (alpha * w))
-        # Jacobi-scaled solve: the diagonal spans the squared spread of the row norms, which a
-        # plain float32 LU would not resolve.
-        scale = jax.lax.rsqrt(jnp.diagonal(hessian))
-        scaled = hessian * jnp.outer(scale, scale)
-        direction = -scale * jnp.linalg.solve(scaled, scale * grad)
-        decrement = -grad @ direction
-        # Largest step keeping w > 0 (stop 1% short of the boundary), then Armijo backtracking.
-        ratio = jnp.where(direction < 0, -w / jnp.where(direction < 0, direction, -1.0), jnp.inf)
-        cap = jnp.minimum(1.0, 0.99 * jnp.min(ratio))
-        steps = cap * _STEPS.astype(dtype)
-        candidates = w[None, :] + steps[:, None] * direction[None, :]
-        values = jax.vmap(objective)(jnp.maximum(candidates, jnp.finfo(dtype).tiny))
-        armijo = values <= objective(w) - 0.25 * steps * decrement
-        chosen = jnp.argmax(armijo)  # the largest acceptable step; the smallest if none is
-        step = jnp.where(jnp.any(armijo), steps[chosen], steps[-1])
-        new_w = w + step * direction
-        # Rounding can still break a near-singular solve: keep the last finite iterate and stop.
-        finite = jnp.all(jnp.isfinite(new_w)) & jnp.all(new_w > 0)
-        return jnp.where(finite, new_w, w), jnp.where(finite, decrement, 0.0), it + 1
-
-    def keep_going(carry):
-        _, decrement, it = carry
-        return (decrement > tol) & (it < max_iters)
-
-    # Start from the root for a diagonal G: w_t = G_tt^{-alpha / (1 + alpha)}.
-    w0 = jnp.diagonal(g) ** (-alpha / (1.0 + alpha))
-    w, _, _ = jax.lax.while_loop(keep_going, newton, (w0, jnp.asarray(jnp.inf, dtype), 0))
+    w = solvers.alpha_fair_root(g, alpha, max_iters=max_iters, tol=tol)
     w = jnp.where(live, w, 0.0) * jnp.where(positive, trace, 1.0) ** (-alpha / (1.0 + alpha))
     w = jnp.where(positive, w, 0.0)
-    return jnp.where(linear, uniform, w)
+    return jnp.where(linear, jnp.full((num_tasks,), 1.0 / num_tasks, dtype), w)
 
 
 def fairgrad(
     alpha: jax.typing.ArrayLike = 1.0,
     max_iters: int = 100,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""FairGrad: fair resource allocation in multi-task learning (Ban & Ji, ICML 2024).
 
     .. math:: \text{update} = J^\top w, \qquad G w = w^{-1/\alpha}, \quad w > 0
@@ -150,11 +99,9 @@ def fairgrad(
       Ban & Ji, `Fair Resource Allocation in Multi-Task Learning
       <https://arxiv.org/abs/2402.15638>`_, ICML 2024.
     """
-    if not isinstance(alpha, jax.core.Tracer) and jnp.ndim(alpha) == 0 and float(alpha) < 0:
-        raise ValueError(f"alpha must be non-negative; got {alpha}.")
+    checks.nonnegative("alpha", alpha)
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        return fairgrad_weights(gramian, alpha, max_iters=max_iters), state
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return fairgrad_weights(stats.gramian, alpha, max_iters=max_iters), state
 
-    return builders.gramian_weighting(weights_fn, name="fairgrad")
+    return as_transform(Weighting("fairgrad", weights, reads="gramian"))

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, linalg, solvers
+from mtlx._src import linalg, solvers
+from mtlx._src.jacobians import scale_gramian
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 GradientNormalization = Literal["none", "l2", "loss", "loss+"]
 
@@ -26,30 +28,31 @@ def mgda_weights(
     With a gradient normalization ``n_t`` (LibMTL's ``mgda_gn``), MGDA runs on the rows
     ``g_t / n_t`` and returns ``w_t = alpha_t / n_t``, so that ``sum_t w_t g_t`` is the update.
     """
-    norms = linalg.norms_from_gramian(gramian)
-    if normalization == "none":
-        scale = jnp.ones_like(norms)
-    elif normalization == "l2":
-        scale = norms
-    elif normalization in ("loss", "loss+"):
+    _check_normalization(normalization)
+    inv_scale = jnp.ones((gramian.shape[0],), gramian.dtype)
+    if normalization in ("l2", "loss+"):
+        inv_scale = linalg.inverse_norms(gramian)
+    if normalization in ("loss", "loss+"):
         if task_losses is None:
             raise ValueError(f"mgda normalization {normalization!r} needs task_losses.")
-        scale = task_losses.astype(norms.dtype) * (norms if normalization == "loss+" else 1.0)
-    else:
+        inv_scale = inv_scale * linalg.safe_divide(1.0, task_losses.astype(gramian.dtype))
+    normalized = scale_gramian(gramian, inv_scale)
+    alpha = solvers.frank_wolfe_min_norm(normalized, epsilon=epsilon, max_iters=max_iters)
+    return alpha * inv_scale
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in ("none", "l2", "loss", "loss+"):
         raise ValueError(
             f"unknown normalization {normalization!r}; expected 'none', 'l2', 'loss' or 'loss+'."
         )
-    inv_scale = linalg.safe_divide(1.0, scale)
-    normalized = gramian * jnp.outer(inv_scale, inv_scale)
-    alpha = solvers.frank_wolfe_min_norm(normalized, epsilon=epsilon, max_iters=max_iters)
-    return alpha * inv_scale
 
 
 def mgda(
     epsilon: float = 1e-3,
     max_iters: int = 100,
     normalization: GradientNormalization = "none",
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Multiple-gradient descent algorithm (MGDA), as MTL by Sener & Koltun (NeurIPS 2018).
 
     .. math:: \alpha^* = \arg\min_{\alpha \in \Delta_T} \|\textstyle\sum_t \alpha_t g_t\|^2,
@@ -72,17 +75,17 @@ def mgda(
       Désidéri, "Multiple-gradient descent algorithm (MGDA) for multiobjective optimization", 2012.
       Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018.
     """
-    if normalization not in ("none", "l2", "loss", "loss+"):
-        raise ValueError(
-            f"unknown normalization {normalization!r}; expected 'none', 'l2', 'loss' or 'loss+'."
-        )
+    _check_normalization(normalization)
 
-    def weights_fn(gramian, losses, state):
-        weights = mgda_weights(
-            gramian, losses, epsilon=epsilon, max_iters=max_iters, normalization=normalization
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        w = mgda_weights(
+            stats.gramian,
+            stats.losses,
+            epsilon=epsilon,
+            max_iters=max_iters,
+            normalization=normalization,
         )
-        return weights, state
+        return w, state
 
-    return builders.gramian_weighting(
-        weights_fn, name="mgda", needs_losses=normalization in ("loss", "loss+")
-    )
+    needs_losses = normalization in ("loss", "loss+")
+    return as_transform(Weighting("mgda", weights, reads="gramian", needs_losses=needs_losses))

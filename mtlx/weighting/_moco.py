@@ -7,14 +7,17 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from mtlx._src import builders, jacobians, solvers
+from mtlx._src import checks
+from mtlx._src.jacobians import leaf_gramian, weighted_sum
+from mtlx._src.methods import uniform_weights
+from mtlx._src.rows import check_per_task, per_task_zeros, scale_rows, with_heads
+from mtlx._src.tolerances import REFERENCE_EPS
+from mtlx._src.weighting import Rows, rows_transform
 
 PyTree = Any
 LambdaUpdate = Literal["softmax", "projection"]
-
-# LibMTL's guard of the gradient normalisation g_t / (||g_t|| + eps).
-_NORM_EPS = 1e-8
 
 
 def moco_weights(
@@ -45,7 +48,7 @@ def moco_weights(
     if lambda_update == "softmax":
         return jax.nn.softmax(stepped)
     if lambda_update == "projection":
-        return solvers.project_to_simplex(stepped)
+        return projection_simplex(stepped).astype(dtype)
     raise ValueError(f"lambda_update must be 'softmax' or 'projection'; got {lambda_update!r}.")
 
 
@@ -57,25 +60,12 @@ class MoCoState(NamedTuple):
     weights: jax.Array  # (T,) task weights lambda, uniform at first
 
 
-def _check_state_matches(rows: PyTree, tracked: PyTree) -> None:
-    rows_def, state_def = jax.tree.structure(rows), jax.tree.structure(tracked)
-    row_shapes = [jnp.shape(x) for x in jax.tree.leaves(rows)]
-    state_shapes = [jnp.shape(x) for x in jax.tree.leaves(tracked)]
-    if rows_def != state_def or row_shapes != state_shapes:
-        raise ValueError(
-            "mtlx.moco tracks the task gradients, and its state was initialised for other "
-            "parameters than the Jacobian's: call tx.init(params) with the parameters the Jacobian "
-            "is taken with respect to (every Jacobian leaf is (T, *param.shape)).\n"
-            f"  Jacobian: {rows_def} {row_shapes}\n  state:    {state_def} {state_shapes}"
-        )
-
-
 def moco(
     num_tasks: int,
     beta: jax.typing.ArrayLike = 0.5,
     beta_sigma: jax.typing.ArrayLike = 0.5,
-    gamma: jax.typing.ArrayLike = 0.1,
-    gamma_sigma: jax.typing.ArrayLike = 0.5,
+    learning_rate: jax.typing.ArrayLike = 0.1,
+    learning_rate_sigma: jax.typing.ArrayLike = 0.5,
     rho: jax.typing.ArrayLike = 0.0,
     lambda_update: LambdaUpdate = "softmax",
     normalize: bool = True,
@@ -102,8 +92,10 @@ def moco(
       num_tasks: T (static), the size of :math:`\lambda` in the state.
       beta: :math:`\beta`, the tracking rate at the first update.
       beta_sigma: :math:`\sigma_\beta`, the decay exponent of the tracking rate.
-      gamma: :math:`\gamma`, the weight step size at the first update.
-      gamma_sigma: :math:`\sigma_\gamma`, the decay exponent of the weight step size.
+      learning_rate: :math:`\gamma`, the weights' step size at the first update (the paper's
+        :math:`\gamma`, LibMTL's ``MoCo_gamma``).
+      learning_rate_sigma: :math:`\sigma_\gamma`, the decay exponent of the weights' step size
+        (LibMTL's ``MoCo_gamma_sigma``).
       rho: :math:`\rho \ge 0`, the :math:`\ell_2` regularisation of :math:`\lambda`.
       lambda_update: ``"softmax"`` (default, LibMTL) or ``"projection"`` (the paper).
       normalize: rescale each task gradient to norm :math:`L_t` before tracking it (default, as
@@ -127,92 +119,74 @@ def moco(
       task-specific leaves included; they stay zero). The update is not in the span of this step's
       rows: it is built from the tracked ones.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    for name, value in (("beta", beta), ("gamma", gamma)):
-        if not isinstance(value, jax.core.Tracer) and not float(value) > 0.0:
-            raise ValueError(f"{name} must be positive; got {value!r}.")
-    for name, value in (("beta_sigma", beta_sigma), ("gamma_sigma", gamma_sigma), ("rho", rho)):
-        if not isinstance(value, jax.core.Tracer) and not float(value) >= 0.0:
-            raise ValueError(f"{name} must be non-negative; got {value!r}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.positive("beta", beta)
+    checks.positive("learning_rate", learning_rate)
+    for name, value in (
+        ("beta_sigma", beta_sigma),
+        ("learning_rate_sigma", learning_rate_sigma),
+        ("rho", rho),
+    ):
+        checks.nonnegative(name, value)
     if lambda_update not in ("softmax", "projection"):
         raise ValueError(f"lambda_update must be 'softmax' or 'projection'; got {lambda_update!r}.")
 
-    def init_fn(params):
-        if params is None:
-            raise ValueError(
-                "mtlx.moco tracks the task gradients: call init(params) with the parameters "
-                "(got None)."
-            )
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
-        tracked = jax.tree.map(
-            lambda p: jnp.zeros(
-                (num_tasks, *jnp.shape(p)), jacobians.gramian_dtype(jnp.result_type(p))
-            ),
-            params,
-        )
+    def init(params) -> MoCoState:
+        tracked = per_task_zeros(params, num_tasks, "moco")
         return MoCoState(
-            count=jnp.zeros((), jnp.int32),
-            tracked=tracked,
-            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
+            count=jnp.zeros((), jnp.int32), tracked=tracked, weights=uniform_weights(num_tasks)
         )
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        losses = jacobians.check_task_losses(
-            task_losses, jac.num_tasks, required=normalize, method="moco"
-        )
-        builders.check_num_tasks("moco", num_tasks, jac.num_tasks)
-        rows = jac.rows()
-        _check_state_matches(rows, state.tracked)
-        row_leaves, treedef = jax.tree.flatten(jax.lax.stop_gradient(rows))
-        tracked_leaves = jax.tree.leaves(state.tracked)
-        mask = jac.shared_mask
+    def update_rows(rows: Rows, state: MoCoState) -> tuple[list[jax.Array], MoCoState]:
+        tracked_leaves = check_per_task(state.tracked, rows, "moco")
+        row_leaves = jax.lax.stop_gradient(rows.leaves)
+        mask = rows.shared_mask
         dtype = state.weights.dtype
-
-        def flat(x):
-            return x.reshape(num_tasks, -1)
-
         if normalize:
             sq_norms = sum(
                 (
-                    jnp.sum(jnp.square(flat(g).astype(y.dtype)), axis=1)
+                    jnp.sum(jnp.square(g.reshape(num_tasks, -1).astype(y.dtype)), axis=1)
                     for g, y, s in zip(row_leaves, tracked_leaves, mask)
                     if s
                 ),
                 start=jnp.zeros((num_tasks,), dtype),
             )
-            scale = losses.astype(dtype) / (jnp.sqrt(sq_norms) + _NORM_EPS)
+            # LibMTL's normalisation L_t g_t / (||g_t|| + 1e-8).
+            scale = rows.losses.astype(dtype) / (jnp.sqrt(sq_norms) + REFERENCE_EPS)
         else:
             scale = jnp.ones((num_tasks,), dtype)
 
         k = (state.count + 1).astype(dtype)
         beta_k = beta / k**beta_sigma
-        gamma_k = gamma / k**gamma_sigma
+        learning_rate_k = learning_rate / k**learning_rate_sigma
         new_tracked = []
         for g, y, s in zip(row_leaves, tracked_leaves, mask):
             if s:
-                per_task = scale.astype(y.dtype).reshape((-1,) + (1,) * (g.ndim - 1))
-                target = g.astype(y.dtype) * per_task
+                target = scale_rows(g.astype(y.dtype), scale)
                 y = y - (beta_k * (y - target)).astype(y.dtype)
             new_tracked.append(y)
-
+        shared_tracked = [y for y, s in zip(new_tracked, mask) if s]
         tracked_gramian = sum(
-            (jacobians.leaf_gramian(y) for y, s in zip(new_tracked, mask) if s),
+            (leaf_gramian(y) for y in shared_tracked),
             start=jnp.zeros((num_tasks, num_tasks), dtype),
         )
-        weights = moco_weights(
-            tracked_gramian, state.weights, step_size=gamma_k, rho=rho, lambda_update=lambda_update
+        w = moco_weights(
+            tracked_gramian,
+            state.weights,
+            step_size=learning_rate_k,
+            rho=rho,
+            lambda_update=lambda_update,
         ).astype(dtype)
-
-        out = [
-            jacobians.weighted_sum(weights, y).astype(g.dtype) if s else jnp.sum(g, axis=0)
-            for g, y, s in zip(row_leaves, new_tracked, mask)
+        shared_out = [
+            weighted_sum(w, y).astype(g.dtype) for g, y in zip(rows.shared, shared_tracked)
         ]
         new_state = MoCoState(
-            count=state.count + 1, tracked=jax.tree.unflatten(treedef, new_tracked), weights=weights
+            count=state.count + 1,
+            tracked=jax.tree.unflatten(jax.tree.structure(state.tracked), new_tracked),
+            weights=w,
         )
-        return jax.tree.unflatten(treedef, out), new_state
+        return with_heads(rows, shared_out), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return rows_transform(
+        update_rows, name="moco", init=init, needs_losses=normalize, num_tasks=num_tasks
+    )

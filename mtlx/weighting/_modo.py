@@ -6,9 +6,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
+from optax.projections import projection_simplex
 
-from mtlx._src import builders, solvers
+from mtlx._src import checks
+from mtlx._src.methods import uniform_weights
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def modo_weights(
@@ -32,7 +34,7 @@ def modo_weights(
     """
     weights = weights.astype(jnp.promote_types(weights.dtype, gramian.dtype))
     grad = gramian.astype(weights.dtype) @ weights + rho * weights
-    return solvers.project_to_simplex(weights - gamma * grad)
+    return projection_simplex(weights - gamma * grad).astype(weights.dtype)
 
 
 class MoDoState(NamedTuple):
@@ -43,9 +45,9 @@ class MoDoState(NamedTuple):
 
 def modo(
     num_tasks: int,
-    gamma: jax.typing.ArrayLike = 0.1,
+    learning_rate: jax.typing.ArrayLike = 0.1,
     rho: jax.typing.ArrayLike = 0.1,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""MoDo (Chen, Fernando, Ying & Chen, "Three-Way Trade-Off in Multi-Objective Learning:
     Optimization, Generalization and Conflict-Avoidance", NeurIPS 2023 / JMLR 2024).
 
@@ -57,7 +59,8 @@ def modo(
        \lambda \leftarrow \Pi_\Delta\big(\lambda - \gamma (J_1 J_2^\top \lambda + \rho\lambda)\big),
        \qquad \text{update} = \textstyle\sum_t \lambda_t\, g_t
 
-    Matches TorchJD 0.18's ``MoDoWeighting(gamma, rho)`` step for step.
+    with :math:`\gamma` = ``learning_rate``. Matches TorchJD 0.18's ``MoDoWeighting(gamma, rho)``
+    step for step.
 
     **Double sampling in mtlx.** Pass the cross-Gramian of two independent batches as the
     ``gramian=`` extra argument and the Jacobian the update is taken from (a third batch, or the
@@ -73,8 +76,8 @@ def modo(
 
     Args:
       num_tasks: T (static), the size of :math:`\lambda` in the state.
-      gamma: :math:`\gamma > 0`, the step size of the weight update (TorchJD's default 0.1;
-        LibMTL's is 0.001).
+      learning_rate: :math:`\gamma > 0`, the step size of the weight update (the paper's and
+        TorchJD's ``gamma``; TorchJD's default 0.1, LibMTL's 0.001).
       rho: :math:`\rho \ge 0`, the :math:`\ell_2` regularisation of :math:`\lambda`.
 
     Returns:
@@ -82,29 +85,26 @@ def modo(
       matrix, not necessarily symmetric); ``task_losses`` is optional.
 
     Raises:
-      ValueError: for ``num_tasks < 1``, a non-positive ``gamma``, a negative ``rho``, or a Jacobian
-        whose number of tasks differs from ``num_tasks``.
+      ValueError: for ``num_tasks < 1``, a non-positive ``learning_rate``, a negative ``rho``, or a
+        Jacobian whose number of tasks differs from ``num_tasks``.
 
     Properties: weights on the simplex (the update is a convex combination of the rows);
     permutation-invariant. Not positively homogeneous (the step is not scale-free). Stateful:
     :math:`\lambda`.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(gamma, jax.core.Tracer) and not float(gamma) > 0.0:
-        raise ValueError(f"gamma must be positive; got {gamma!r}.")
-    if not isinstance(rho, jax.core.Tracer) and not float(rho) >= 0.0:
-        raise ValueError(f"rho must be non-negative; got {rho!r}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.positive("learning_rate", learning_rate)
+    checks.nonnegative("rho", rho)
 
-    def init_fn(params):
+    def init(params) -> MoDoState:
         del params
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
-        return MoDoState(weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype))
+        return MoDoState(weights=uniform_weights(num_tasks))
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_num_tasks("modo", num_tasks, gramian.shape[0])
-        weights = modo_weights(jax.lax.stop_gradient(gramian), state.weights, gamma=gamma, rho=rho)
-        return weights, MoDoState(weights=weights.astype(state.weights.dtype))
+    def weights(stats: Stats, state: MoDoState) -> tuple[jax.Array, MoDoState]:
+        gramian = jax.lax.stop_gradient(stats.gramian)
+        w = modo_weights(gramian, state.weights, gamma=learning_rate, rho=rho)
+        return w, MoDoState(weights=w.astype(state.weights.dtype))
 
-    return builders.gramian_weighting(weights_fn, name="modo", init_fn=init_fn)
+    return as_transform(
+        Weighting("modo", weights, init=init, reads="gramian", num_tasks=num_tasks)
+    )

@@ -6,9 +6,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from mtlx._src import builders, linalg
+from mtlx._src import checks, solvers
+from mtlx._src.methods import state_dtype
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def nash_mtl_weights(
@@ -23,14 +24,8 @@ def nash_mtl_weights(
 
     That is the minimizer of the strictly convex, self-concordant
     :math:`f(\alpha) = \tfrac12 \alpha^\top G \alpha - \sum_t \log \alpha_t`, found by damped
-    Newton steps (Nesterov & Nemirovski) in the scaled variables :math:`\alpha \circ u`: each step
-    solves :math:`(D G D + I) u = 1 - \alpha \circ G\alpha` with :math:`D = \mathrm{diag}(\alpha)`,
-    a system whose eigenvalues are all :math:`\ge 1`, and moves by :math:`u / (1 + \lambda)` (a
-    step that keeps :math:`\alpha > 0`) until the Newton decrement :math:`\lambda` is below
-    rounding level, or ``max_iters`` steps. It runs on the cosine matrix
-    (:math:`\alpha_t = \beta_t / \|g_t\|`, :math:`C \beta = 1 / \beta`), regularized by
-    ``reg_eps I`` so that duplicate or opposite rows give finite weights; a zero row gets weight 0.
-    The start :math:`\beta \propto 1` is exact for orthogonal rows.
+    Newton steps on the cosine matrix (``solvers.nash_bargaining``), regularized by ``reg_eps I``
+    so that duplicate or opposite rows give finite weights; a zero row gets weight 0.
 
     Args:
       gramian: ``(T, T)`` Gramian.
@@ -42,31 +37,7 @@ def nash_mtl_weights(
     Returns:
       ``(T,)`` weights (and the unclipped weights if ``return_unclipped``); 0 for a zero row.
     """
-    num_tasks = gramian.shape[0]
-    dtype = gramian.dtype
-    eye = jnp.eye(num_tasks, dtype=dtype)
-    # alpha = diag(1 / ||g_t||) beta turns G alpha = 1 / alpha into C beta = 1 / beta on the cosine
-    # matrix C: scale-free per task, and a zero row (1 / ||g_t|| := 0) gets weight 0.
-    inv_norms = linalg.safe_divide(1.0, linalg.norms_from_gramian(gramian))
-    c = gramian * jnp.outer(inv_norms, inv_norms) + jnp.asarray(reg_eps, dtype) * eye
-    # beta = s 1 with the s that minimizes f along that ray: exact for orthogonal rows.
-    beta = jnp.full((num_tasks,), 1.0, dtype) * jnp.sqrt(num_tasks / jnp.sum(c))
-
-    def step(carry):
-        beta, _, it = carry
-        residual = 1.0 - beta * (c @ beta)
-        system = beta[:, None] * c * beta[None, :] + eye
-        u = jnp.linalg.solve(system, residual)
-        decrement = jnp.sqrt(jnp.maximum(u @ residual, 0.0))
-        return beta * (1.0 + u / (1.0 + decrement)), decrement, it + 1
-
-    def keep_going(carry):
-        _, decrement, it = carry
-        return (it < max_iters) & (decrement > 10 * jnp.sqrt(jnp.finfo(dtype).eps))
-
-    init = (beta, jnp.asarray(jnp.inf, dtype), 0)
-    beta, _, _ = jax.lax.while_loop(keep_going, step, init)
-    alpha = inv_norms * beta
+    alpha = solvers.nash_bargaining(gramian, max_iters=max_iters, reg_eps=reg_eps)
     weights = _clip(alpha, gramian, max_norm)
     return (weights, alpha) if return_unclipped else weights
 
@@ -83,16 +54,16 @@ class NashMTLState(NamedTuple):
     """State of :func:`nash_mtl`."""
 
     weights: jax.Array  # (T,) last solved weights, before the max_norm clipping
-    step: jax.Array  # int32 number of updates so far
+    count: jax.Array  # int32 number of updates so far
 
 
 def nash_mtl(
     num_tasks: int,
     max_norm: jax.typing.ArrayLike = 1.0,
     update_weights_every: int = 1,
-    optim_niter: int = 20,
+    max_iters: int = 20,
     reg_eps: jax.typing.ArrayLike = 1e-8,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022).
 
     The update :math:`J^\top \alpha` is the Nash bargaining solution among the tasks: the
@@ -107,7 +78,8 @@ def nash_mtl(
       max_norm: maximum norm of the update; 0 disables the clipping.
       update_weights_every: solve for new weights every this many updates (static), reusing the
         last ones in between (rescaled by the clipping of the current Jacobian), as TorchJD.
-      optim_niter: bound on the Newton steps (static); it usually stops after a handful.
+      max_iters: bound on the Newton steps (static; TorchJD's ``optim_niter``, which bounds its
+        convex-program iterations); it usually stops after a handful.
       reg_eps: the cosine matrix is regularized by ``reg_eps I`` (rank-deficient Jacobians).
 
     Returns:
@@ -115,14 +87,14 @@ def nash_mtl(
       ``task_losses`` is optional.
 
     Raises:
-      ValueError: for ``num_tasks``, ``update_weights_every`` or ``optim_niter`` below 1, a
+      ValueError: for ``num_tasks``, ``update_weights_every`` or ``max_iters`` below 1, a
         negative ``max_norm``, or a Jacobian whose number of tasks differs from ``num_tasks``.
 
     Properties: permutation-invariant, scale-invariant before the clipping (rows scaled by c give
     weights scaled by 1/c and the same update; with the clipping, a norm-capped update),
     non-conflicting (every :math:`g_t^\top J^\top \alpha = 1 / \alpha_t > 0` when G is
     non-singular), equal to :math:`\sum_t g_t / \|g_t\|` for orthogonal rows (before clipping).
-    Stateful: last weights and step counter.
+    Stateful: last weights and update count.
 
     .. warning::
       TorchJD (after the authors' code) approximates the solution by a sequence of convex programs
@@ -136,35 +108,31 @@ def nash_mtl(
     for name, value in (
         ("num_tasks", num_tasks),
         ("update_weights_every", update_weights_every),
-        ("optim_niter", optim_niter),
+        ("max_iters", max_iters),
     ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    if not isinstance(max_norm, jax.core.Tracer) and not float(max_norm) >= 0.0:
-        raise ValueError(f"max_norm must be non-negative; got {max_norm!r}.")
+        checks.positive_int(name, value)
+    checks.nonnegative("max_norm", max_norm)
 
-    def init_fn(params):
+    def init(params) -> NashMTLState:
         del params
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
-        return NashMTLState(weights=jnp.ones((num_tasks,), dtype), step=jnp.zeros((), jnp.int32))
+        return NashMTLState(jnp.ones((num_tasks,), state_dtype()), count=jnp.zeros((), jnp.int32))
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_num_tasks("nash_mtl", num_tasks, gramian.shape[0])
+    def weights(stats: Stats, state: NashMTLState) -> tuple[jax.Array, NashMTLState]:
+        gramian = stats.gramian
 
         def solve(_):
-            _, alpha = nash_mtl_weights(
-                gramian, max_norm=0.0, max_iters=optim_niter, reg_eps=reg_eps, return_unclipped=True
-            )
+            alpha = solvers.nash_bargaining(gramian, max_iters=max_iters, reg_eps=reg_eps)
             return alpha.astype(state.weights.dtype)
 
         if update_weights_every == 1:
             alpha = solve(None)
         else:
             alpha = jax.lax.cond(
-                state.step % update_weights_every == 0, solve, lambda _: state.weights, None
+                state.count % update_weights_every == 0, solve, lambda _: state.weights, None
             )
-        weights = _clip(alpha.astype(gramian.dtype), gramian, max_norm)
-        return weights, NashMTLState(weights=alpha, step=state.step + 1)
+        w = _clip(alpha.astype(gramian.dtype), gramian, max_norm)
+        return w, NashMTLState(weights=alpha, count=state.count + 1)
 
-    return builders.gramian_weighting(weights_fn, name="nash_mtl", init_fn=init_fn)
+    return as_transform(
+        Weighting("nash_mtl", weights, init=init, reads="gramian", num_tasks=num_tasks)
+    )

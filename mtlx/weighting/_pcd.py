@@ -6,10 +6,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from mtlx._src import builders, linalg, solvers
+from mtlx._src import checks, linalg, solvers, tolerances
+from mtlx._src.jacobians import scale_gramian
+from mtlx._src.methods import state_dtype
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def _solve_pcd_qp(gramian: jax.Array, taus: jax.Array, max_iters: int | None) -> jax.Array:
@@ -31,14 +32,15 @@ def _solve_pcd_qp(gramian: jax.Array, taus: jax.Array, max_iters: int | None) ->
     secondary = gramian[1:, 1:]
     b = taus * jnp.diagonal(secondary) - gramian[1:, 0]
     top = jnp.maximum(jnp.max(jnp.diagonal(gramian)), jnp.finfo(dtype).tiny)
-    delta = jnp.sqrt(jnp.finfo(dtype).eps) * top
+    sqrt_eps = tolerances.eps(dtype) ** 0.5
+    delta = sqrt_eps * top
     mu = solvers.nonnegative_qp(
         secondary + delta * jnp.eye(num_tasks - 1, dtype=dtype), -b, max_iters=max_iters
     )
     slacks = secondary @ mu - b
     # Feasible: every slack >= -delta mu_j (the regularized KKT conditions). Infeasible: a slack of
     # the order of b stays.
-    tolerance = 2.0 * delta * mu + jnp.sqrt(jnp.finfo(dtype).eps) * jnp.sqrt(delta * top)
+    tolerance = 2.0 * delta * mu + sqrt_eps * jnp.sqrt(delta * top)
     feasible = jnp.all(slacks >= -tolerance)
     mu = jnp.where(feasible, mu, 0.0)
     return jnp.concatenate([jnp.ones((1,), dtype), mu])
@@ -68,12 +70,12 @@ def pcd_weights(
     num_tasks = gramian.shape[0]
     taus = jnp.broadcast_to(jnp.asarray(taus, dtype), (num_tasks - 1,))
     sq_norms = jnp.diagonal(gramian)
-    normalized = gramian * jnp.outer(scales, scales)
+    normalized = scale_gramian(gramian, scales)
     w = _solve_pcd_qp(normalized, taus, max_iters)
     direction_sq_norm = w @ normalized @ w
     # The rounding error of ||d||^2 computed from the Gramian is of the order of this magnitude.
     magnitude = (jnp.abs(w) @ jnp.sqrt(jnp.maximum(jnp.diagonal(normalized), 0.0))) ** 2
-    precision = 10.0 * jnp.finfo(dtype).eps
+    precision = 10.0 * tolerances.eps(dtype)
     ok = (sq_norms[0] > 0) & (direction_sq_norm > precision * magnitude)
     rescale = jnp.sqrt(linalg.safe_divide(sq_norms[0], direction_sq_norm))
     return jnp.where(ok, w * scales * rescale, 0.0)
@@ -92,7 +94,7 @@ def pcd(
     beta: float = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     max_iters: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Priority-constrained descent (PCD), Varam et al. (TMLR 2026), as TorchJD's ``PCD``.
 
     Task 0 is the primary objective. With :math:`\tilde g_t = s_t g_t` the normalized rows
@@ -138,8 +140,7 @@ def pcd(
       Varam et al., "Not All Objectives Are Born Equal: Priority-Constrained Descent for
       Hierarchical Multi-Objective Optimization", TMLR 2026.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    checks.positive_int("num_tasks", num_tasks)
     tau_array = jnp.asarray(tau)
     if tau_array.ndim > 1:
         raise ValueError(
@@ -150,23 +151,17 @@ def pcd(
             f"tau has {tau_array.shape[0]} entries; it needs one per secondary task "
             f"(num_tasks - 1 = {num_tasks - 1})."
         )
-    if not isinstance(tau, jax.core.Tracer) and not np.all(
-        (np.asarray(tau) >= 0.0) & (np.asarray(tau) <= 1.0)
-    ):
-        raise ValueError(f"tau must be in [0, 1]; got {tau!r}.")
-    if not isinstance(beta, jax.core.Tracer) and not 0.0 <= float(beta) < 1.0:
-        raise ValueError(f"beta must be in [0, 1); got {beta!r}.")
-    if not isinstance(eps, jax.core.Tracer) and not float(eps) >= 0.0:
-        raise ValueError(f"eps must be non-negative; got {eps!r}.")
+    checks.in_unit_interval("tau", tau)
+    checks.in_unit_interval("beta", beta, include_one=False)
+    checks.nonnegative("eps", eps)
 
-    def init_fn(params):
+    def init(params) -> PCDState:
         del params
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
-        return PCDState(sq_norm_ema=jnp.zeros((num_tasks,), dtype), count=jnp.zeros((), jnp.int32))
+        zeros = jnp.zeros((num_tasks,), state_dtype())
+        return PCDState(sq_norm_ema=zeros, count=jnp.zeros((), jnp.int32))
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_num_tasks("pcd", num_tasks, gramian.shape[0])
+    def weights(stats: Stats, state: PCDState) -> tuple[jax.Array, PCDState]:
+        gramian = stats.gramian
         dtype = gramian.dtype
         finite = jnp.all(jnp.isfinite(gramian))
         sq_norms = jnp.where(finite, jnp.diagonal(gramian), 0.0)
@@ -177,12 +172,11 @@ def pcd(
         # A zero average means the row has always been zero: its scale does not matter, and 0
         # avoids dividing by zero when eps = 0.
         scales = linalg.safe_divide(1.0, jnp.sqrt(debiased + jnp.asarray(eps, dtype)))
-        weights = pcd_weights(gramian, scales, tau_array.astype(dtype), max_iters=max_iters)
-        weights = jnp.where(finite, weights, jnp.nan)
+        w = pcd_weights(gramian, scales, tau_array.astype(dtype), max_iters=max_iters)
         new_state = PCDState(
             sq_norm_ema=jnp.where(finite, ema, state.sq_norm_ema).astype(state.sq_norm_ema.dtype),
             count=jnp.where(finite, count, state.count),
         )
-        return weights, new_state
+        return jnp.where(finite, w, jnp.nan), new_state
 
-    return builders.gramian_weighting(weights_fn, name="pcd", init_fn=init_fn)
+    return as_transform(Weighting("pcd", weights, init=init, reads="gramian", num_tasks=num_tasks))

@@ -6,12 +6,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
+from optax.projections import projection_simplex
 
-from mtlx._src import builders, solvers
-
-# Guard of the scale normalisation, as in TorchJD, LibMTL and the official code.
-_SCALE_EPS = 1e-8
+from mtlx._src import checks, solvers, tolerances
+from mtlx._src.methods import uniform_weights
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def sdmgrad_weights(
@@ -41,7 +40,7 @@ def sdmgrad_weights(
       lr: :math:`\eta`, the inner SGD step size.
       momentum: :math:`\mu \in [0, 1)`, the inner SGD momentum (restarted at each call).
       n_iter: number of inner SGD steps (static): the method's fixed schedule, not a
-        convergence tolerance, so it is a ``fori_loop`` without early exit.
+        convergence tolerance, so the loop has no early exit.
       lambda_: :math:`\lambda \ge 0`, the pull toward the preference direction.
       pref_vector: :math:`\tilde w` (T,); ``None`` for uniform :math:`1/T` (the mean gradient).
 
@@ -57,15 +56,15 @@ def sdmgrad_weights(
     else:
         pref = jnp.asarray(pref_vector, dtype)
     scale = jnp.mean(jnp.sqrt(jnp.maximum(jnp.diagonal(a), 0.0)))
-    a = a / (scale**2 + _SCALE_EPS)
+    a = a / (scale**2 + tolerances.REFERENCE_EPS)  # the guard of TorchJD, LibMTL, the official code
 
-    def step(_, carry):
+    def step(carry):
         w, velocity = carry
         grad = a @ (w + lambda_ * pref)
         velocity = momentum * velocity + grad  # from 0: torch.optim.SGD's first buffer is grad
-        return solvers.project_to_simplex(w - lr * velocity), velocity
+        return (projection_simplex(w - lr * velocity).astype(dtype), velocity), False
 
-    w, _ = jax.lax.fori_loop(0, n_iter, step, (w, jnp.zeros_like(w)))
+    w, _ = solvers.bounded_while_loop(step, (w, jnp.zeros_like(w)), n_iter)
     return (w + lambda_ * pref) / (1.0 + lambda_), w
 
 
@@ -77,23 +76,24 @@ class SDMGradState(NamedTuple):
 
 def sdmgrad(
     num_tasks: int,
-    lr: jax.typing.ArrayLike = 10.0,
+    learning_rate: jax.typing.ArrayLike = 10.0,
     momentum: jax.typing.ArrayLike = 0.5,
-    n_iter: int = 20,
+    max_iters: int = 20,
     lambda_: jax.typing.ArrayLike = 0.3,
     pref_vector: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""SDMGrad (Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple and Provable
     Stochastic Algorithms", NeurIPS 2023).
 
     A direction-oriented MGDA: the update stays close to the preference direction
     :math:`J^\top \tilde w` (the mean gradient by default) while improving every task. Its weights
     solve :math:`\min_{w \in \Delta} \tfrac12\|J^\top(w + \lambda\tilde w)\|^2` approximately, by
-    ``n_iter`` steps of projected SGD with momentum warm-started from the previous step's ``w``:
+    ``max_iters`` steps of projected SGD with momentum warm-started from the previous step's ``w``:
 
     .. math:: \text{update} = \frac{J^\top (w^* + \lambda \tilde w)}{1 + \lambda}
 
-    Matches TorchJD 0.18's ``SDMGradWeighting(lr, momentum, n_iter, lambda_, pref_vector)``.
+    Matches TorchJD 0.18's ``SDMGradWeighting(lr, momentum, n_iter, lambda_, pref_vector)``, whose
+    ``lr`` and ``n_iter`` are ``learning_rate`` and ``max_iters`` here.
 
     **Double sampling in mtlx.** The paper estimates the matrix from two independent batches
     (:math:`\xi, \xi'`) and the update from a third (:math:`\zeta`)::
@@ -105,9 +105,11 @@ def sdmgrad(
 
     Args:
       num_tasks: T (static), the size of ``w`` in the state.
-      lr: inner SGD step size, positive (TorchJD's 10; the official code uses 5 in LibMTL).
+      learning_rate: inner SGD step size :math:`\eta`, positive (TorchJD's ``lr``, 10; the official
+        code uses 5 in LibMTL).
       momentum: inner SGD momentum, in [0, 1).
-      n_iter: number of inner SGD steps per update (static), positive.
+      max_iters: number of inner SGD steps per update (static), positive (TorchJD's ``n_iter``):
+        a fixed schedule, without early exit.
       lambda_: non-negative pull toward the preference direction (0.3, the authors' setting).
       pref_vector: :math:`\tilde w` (T,); ``None`` for :math:`1/T`.
 
@@ -123,37 +125,31 @@ def sdmgrad(
     permutation-invariant with the default preference; positively homogeneous up to the
     :math:`10^{-8}` guard of the scale normalisation. Stateful: ``w``.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(lr, jax.core.Tracer) and not float(lr) > 0.0:
-        raise ValueError(f"lr must be positive; got {lr!r}.")
-    if not isinstance(momentum, jax.core.Tracer) and not 0.0 <= float(momentum) < 1.0:
-        raise ValueError(f"momentum must be in [0, 1); got {momentum!r}.")
-    if not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int; got {n_iter!r}.")
-    if not isinstance(lambda_, jax.core.Tracer) and not float(lambda_) >= 0.0:
-        raise ValueError(f"lambda_ must be non-negative; got {lambda_!r}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.positive("learning_rate", learning_rate)
+    checks.in_unit_interval("momentum", momentum, include_one=False)
+    checks.positive_int("max_iters", max_iters)
+    checks.nonnegative("lambda_", lambda_)
     pref = None if pref_vector is None else jnp.asarray(pref_vector)
     if pref is not None and pref.shape != (num_tasks,):
         raise ValueError(f"pref_vector must have shape ({num_tasks},); got shape {pref.shape}.")
 
-    def init_fn(params):
+    def init(params) -> SDMGradState:
         del params
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
-        return SDMGradState(inner_weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype))
+        return SDMGradState(inner_weights=uniform_weights(num_tasks))
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_num_tasks("sdmgrad", num_tasks, gramian.shape[0])
-        weights, inner = sdmgrad_weights(
-            jax.lax.stop_gradient(gramian),
+    def weights(stats: Stats, state: SDMGradState) -> tuple[jax.Array, SDMGradState]:
+        w, inner = sdmgrad_weights(
+            jax.lax.stop_gradient(stats.gramian),
             state.inner_weights,
-            lr=lr,
+            lr=learning_rate,
             momentum=momentum,
-            n_iter=n_iter,
+            n_iter=max_iters,
             lambda_=lambda_,
             pref_vector=pref,
         )
-        return weights, SDMGradState(inner_weights=inner.astype(state.inner_weights.dtype))
+        return w, SDMGradState(inner_weights=inner.astype(state.inner_weights.dtype))
 
-    return builders.gramian_weighting(weights_fn, name="sdmgrad", init_fn=init_fn)
+    return as_transform(
+        Weighting("sdmgrad", weights, init=init, reads="gramian", num_tasks=num_tasks)
+    )

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from mtlx._src import builders, linalg, solvers
+from mtlx._src import solvers, tolerances
+from mtlx._src.methods import preference_weighting
+from mtlx._src.weighting import WeightingTransformation
 
 
 def upgrad_weights(
     gramian: jax.Array,
     pref_vector: jax.Array | None = None,
     *,
-    norm_eps: float = 1e-4,
-    reg_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
+    reg_eps: float = tolerances.GRAMIAN_REG_EPS,
     max_iters: int | None = None,
 ) -> jax.Array:
     r"""UPGrad weights: ``w = sum_i v^(i)``, ``v^(i) = argmin_{v >= p_i e_i} v^T G v``.
@@ -26,19 +27,18 @@ def upgrad_weights(
     num_tasks = gramian.shape[0]
     if pref_vector is None:
         pref_vector = jnp.full((num_tasks,), 1.0 / num_tasks, gramian.dtype)
-    g = linalg.regularize_gramian(linalg.normalize_gramian(gramian, norm_eps), reg_eps)
-    projected = solvers.project_weights_to_dual_cone(
-        jnp.diag(pref_vector.astype(g.dtype)), g, max_iters=max_iters
+    projected = solvers.dual_cone_weights(
+        jnp.diag(pref_vector), gramian, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters
     )
     return projected.sum(axis=0)
 
 
 def upgrad(
     pref_vector: jax.typing.ArrayLike | None = None,
-    norm_eps: float = 1e-4,
-    reg_eps: float = 1e-4,
+    norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
+    reg_eps: float = tolerances.GRAMIAN_REG_EPS,
     max_iters: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""UPGrad (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024).
 
     .. math:: \text{update} = \textstyle\sum_i \pi_J(p_i\, g_i)
@@ -56,12 +56,7 @@ def upgrad(
     Properties: non-conflicting, permutation-invariant (with the default preference), positively
     homogeneous, equal to ``p``-weighted sum when no pair conflicts.
     """
-    pref = builders.as_pref_vector(pref_vector)
-
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_pref_vector(pref, gramian.shape[0])
-        w = upgrad_weights(gramian, pref, norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
-        return w, state
-
-    return builders.gramian_weighting(weights_fn, name="upgrad")
+    options = dict(norm_eps=norm_eps, reg_eps=reg_eps, max_iters=max_iters)
+    return preference_weighting(
+        "upgrad", lambda stats, pref: upgrad_weights(stats.gramian, pref, **options), pref_vector
+    )

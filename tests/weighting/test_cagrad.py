@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mtlx
-from mtlx.weighting import _cagrad
+from mtlx._src import solvers
 from tests import references, strategies
 
 J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
@@ -16,7 +16,7 @@ J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
 
 # One jitted function, c traced: hypothesis and the parameter grids vary data, not closures.
 _WEIGHTS = jax.jit(mtlx.cagrad_weights, static_argnames=("rescale",))
-_DUAL = jax.jit(_cagrad.cagrad_dual)
+_DUAL = jax.jit(solvers.cagrad_dual)
 
 
 def _update(j, c, rescale=0):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from optax.projections import projection_simplex
 
 import mtlx
 from tests import strategies
@@ -45,7 +46,7 @@ def _numpy_moco(
         y = y - (beta / k**beta_sigma) * (y - grads)
         z = lambd - (gamma / k**gamma_sigma) * (y @ y.T + rho * np.eye(t)) @ lambd
         if projection:
-            lambd = np.asarray(mtlx._src.solvers.project_to_simplex(jnp.asarray(z)))
+            lambd = np.asarray(projection_simplex(jnp.asarray(z)))
         else:
             lambd = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         outs.append((y.T @ lambd, y.copy(), lambd.copy()))
@@ -72,13 +73,22 @@ def _run(steps, **kwargs):
     "kwargs",
     [
         {},
-        {"beta": 0.9, "beta_sigma": 0.0, "gamma": 0.5, "gamma_sigma": 1.0, "rho": 0.3},
+        {
+            "beta": 0.9,
+            "beta_sigma": 0.0,
+            "learning_rate": 0.5,
+            "learning_rate_sigma": 1.0,
+            "rho": 0.3,
+        },
         {"lambda_update": "projection", "normalize": False},
     ],
     ids=["libmtl_defaults", "other_rates", "paper"],
 )
 def test_matches_the_reference_update_equations(kwargs):
-    reference_kwargs = {k: v for k, v in kwargs.items() if k not in ("lambda_update",)}
+    libmtl_names = {"learning_rate": "gamma", "learning_rate_sigma": "gamma_sigma"}
+    reference_kwargs = {
+        libmtl_names.get(k, k): v for k, v in kwargs.items() if k != "lambda_update"
+    }
     reference_kwargs["projection"] = kwargs.get("lambda_update") == "projection"
     ours, state = _run(STEPS, **kwargs)
     for step, (mine, ref) in enumerate(zip(ours, _numpy_moco(STEPS, **reference_kwargs))):

@@ -16,7 +16,7 @@ J_BASE = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
 
 @functools.cache
 def _transform(num_tasks, gamma=0.1, rho=0.1):
-    tx = mtlx.modo(num_tasks, gamma=gamma, rho=rho)
+    tx = mtlx.modo(num_tasks, learning_rate=gamma, rho=rho)
     return tx, jax.jit(tx.update)
 
 
@@ -86,8 +86,8 @@ def test_weights_stay_on_the_simplex_and_state_survives_scan():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="gamma"):
-        mtlx.modo(2, gamma=0.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        mtlx.modo(2, learning_rate=0.0)
     with pytest.raises(ValueError, match="rho"):
         mtlx.modo(2, rho=-1.0)
     with pytest.raises(ValueError, match="num_tasks"):

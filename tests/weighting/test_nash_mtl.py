@@ -73,7 +73,7 @@ def test_update_weights_every_reuses_the_last_weights():
     for j in js:
         _, state = update(j, state)
         weights.append(state.weights)
-    assert int(state.step) == 3
+    assert int(state.count) == 3
     chex.assert_trees_all_close(weights[1], weights[0])
     chex.assert_trees_all_close(weights[0], _weights(js[0] @ js[0].T))
     chex.assert_trees_all_close(weights[2], _weights(js[2] @ js[2].T))
@@ -85,7 +85,7 @@ def test_update_weights_every_reuses_the_last_weights():
         (dict(num_tasks=0), "num_tasks"),
         (dict(num_tasks=2, max_norm=-1.0), "max_norm"),
         (dict(num_tasks=2, update_weights_every=0), "update_weights_every"),
-        (dict(num_tasks=2, optim_niter=0), "optim_niter"),
+        (dict(num_tasks=2, max_iters=0), "max_iters"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

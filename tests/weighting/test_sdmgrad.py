@@ -112,9 +112,9 @@ def test_state_survives_scan():
 
 def test_errors():
     for kwargs, match in [
-        ({"lr": 0.0}, "lr"),
+        ({"learning_rate": 0.0}, "learning_rate"),
         ({"momentum": 1.0}, "momentum"),
-        ({"n_iter": 0}, "n_iter"),
+        ({"max_iters": 0}, "max_iters"),
         ({"lambda_": -0.1}, "lambda_"),
         ({"pref_vector": jnp.ones(3)}, "pref_vector"),
     ]:

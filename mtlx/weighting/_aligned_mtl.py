@@ -6,12 +6,18 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from mtlx._src import builders
+from mtlx._src import tolerances
+from mtlx._src.methods import preference_weighting
+from mtlx._src.weighting import WeightingTransformation
 
 ScaleMode = Literal["min", "median", "rmse"]
 _SCALE_MODES = ("min", "median", "rmse")
+
+
+def _check_scale_mode(scale_mode: str) -> None:
+    if scale_mode not in _SCALE_MODES:
+        raise ValueError(f"unknown scale_mode {scale_mode!r}; expected 'min', 'median' or 'rmse'.")
 
 
 def aligned_mtl_weights(
@@ -36,8 +42,7 @@ def aligned_mtl_weights(
     Returns:
       ``(T,)`` weights; ``p`` itself when ``G`` is zero (TorchJD's identity transformation).
     """
-    if scale_mode not in _SCALE_MODES:
-        raise ValueError(f"unknown scale_mode {scale_mode!r}; expected 'min', 'median' or 'rmse'.")
+    _check_scale_mode(scale_mode)
     num_tasks = gramian.shape[0]
     dtype = gramian.dtype
     if pref_vector is None:
@@ -45,7 +50,7 @@ def aligned_mtl_weights(
     pref_vector = jnp.asarray(pref_vector).astype(dtype)
 
     eigenvalues, eigenvectors = jnp.linalg.eigh(gramian)  # ascending
-    tol = jnp.max(eigenvalues) * num_tasks * jnp.finfo(dtype).eps
+    tol = jnp.max(eigenvalues) * num_tasks * tolerances.eps(dtype)
     in_rank = eigenvalues > tol
     rank = jnp.sum(in_rank)
     safe = jnp.where(in_rank, eigenvalues, 1.0)
@@ -71,7 +76,7 @@ def aligned_mtl_weights(
 def aligned_mtl(
     pref_vector: jax.typing.ArrayLike | None = None,
     scale_mode: ScaleMode = "min",
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Aligned-MTL (Senushkin et al., CVPR 2023), as TorchJD's ``AlignedMTL``.
 
     .. math:: \text{update} = J^\top B p, \qquad
@@ -99,13 +104,9 @@ def aligned_mtl(
       Senushkin et al., `Independent Component Alignment for Multi-Task Learning
       <https://arxiv.org/abs/2305.19000>`_, CVPR 2023.
     """
-    if scale_mode not in _SCALE_MODES:
-        raise ValueError(f"unknown scale_mode {scale_mode!r}; expected 'min', 'median' or 'rmse'.")
-    pref = builders.as_pref_vector(pref_vector)
-
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_pref_vector(pref, gramian.shape[0])
-        return aligned_mtl_weights(gramian, pref, scale_mode=scale_mode), state
-
-    return builders.gramian_weighting(weights_fn, name="aligned_mtl")
+    _check_scale_mode(scale_mode)
+    return preference_weighting(
+        "aligned_mtl",
+        lambda stats, pref: aligned_mtl_weights(stats.gramian, pref, scale_mode=scale_mode),
+        pref_vector,
+    )

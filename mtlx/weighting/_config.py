@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from mtlx._src import builders, linalg
+from mtlx._src import linalg, tolerances
+from mtlx._src.jacobians import scale_gramian
+from mtlx._src.methods import preference_weighting
+from mtlx._src.weighting import WeightingTransformation
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -42,26 +44,24 @@ def config_weights(
     if pref_vector is None:
         pref_vector = jnp.ones((num_tasks,), dtype)
     pref_vector = jnp.asarray(pref_vector).astype(dtype)
-    # The weights are degree 0 in J: work on G / trace(G), so the zero-row test is scale-free.
-    trace = jnp.trace(gramian)
-    positive = trace > 0
-    normalized = gramian / jnp.where(positive, trace, 1.0)
-    norms = linalg.norms_from_gramian(normalized)
-    inv_norms = linalg.safe_divide(1.0, norms, eps=jnp.sqrt(jnp.finfo(dtype).eps) * 1e-4)
-    unit_gramian = normalized * jnp.outer(inv_norms, inv_norms)
+    # The weights are degree 0 in J: work on G / trace(G).
+    positive = jnp.trace(gramian) > 0
+    normalized = linalg.normalize_gramian(gramian, 0.0)
+    inv_norms = linalg.inverse_norms(normalized)
+    unit_gramian = scale_gramian(normalized, inv_norms)
     c = jnp.matmul(linalg.psd_pinv(unit_gramian, rtol), pref_vector, precision=_HIGHEST)
     direction_sq_norm = c @ jnp.matmul(unit_gramian, c, precision=_HIGHEST)
     row_coefficients = inv_norms * c  # the direction is J^T (D^{-1} c)
     length = jnp.sum(jnp.matmul(normalized, row_coefficients, precision=_HIGHEST))
     # torch.nn.functional.normalize's eps: a (near) zero direction gives a zero update.
-    ok = positive & (direction_sq_norm > 1e-24)
+    ok = positive & (direction_sq_norm > tolerances.NORMALIZE_EPS**2)
     scale = jnp.where(ok, length / jnp.where(ok, direction_sq_norm, 1.0), 0.0)
     return scale * row_coefficients
 
 
 def config(
     pref_vector: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""ConFIG: conflict-free inverse gradients (Liu et al., ICLR 2025), as TorchJD's ``ConFIG``.
 
     .. math:: d = U^{+} p, \quad u_t = g_t / \|g_t\|, \qquad
@@ -89,11 +89,6 @@ def config(
       Liu et al., `ConFIG: Towards Conflict-free Training of Physics Informed Neural Networks
       <https://arxiv.org/abs/2408.11104>`_, ICLR 2025.
     """
-    pref = builders.as_pref_vector(pref_vector)
-
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_pref_vector(pref, gramian.shape[0])
-        return config_weights(gramian, pref), state
-
-    return builders.gramian_weighting(weights_fn, name="config")
+    return preference_weighting(
+        "config", lambda stats, pref: config_weights(stats.gramian, pref), pref_vector
+    )

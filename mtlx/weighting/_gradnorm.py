@@ -7,10 +7,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from mtlx._src import builders, linalg
+from mtlx._src import checks, linalg
+from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def gradnorm_weights(logits: jax.Array) -> jax.Array:
@@ -50,7 +51,7 @@ class GradNormState(NamedTuple):
     logits: jax.Array  # (T,) the loss weights are T softmax(logits)
     logits_opt_state: Any  # state of the optimizer that learns the logits
     initial_loss_sum: jax.Array  # (T,) sum of the losses that define L(0)
-    step: jax.Array  # int32: updates taken so far (capped)
+    count: jax.Array  # int32: updates taken so far (capped)
 
 
 def gradnorm(
@@ -60,7 +61,7 @@ def gradnorm(
     *,
     optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
     warmup_steps: int = 0,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""GradNorm, Chen, Badrinarayanan, Lee & Rabinovich (ICML 2018), as LibMTL implements it.
 
     The update is :math:`\sum_t w_t g_t` with learned loss weights
@@ -105,52 +106,48 @@ def gradnorm(
       Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: Gradient Normalization for Adaptive Loss
       Balancing in Deep Multitask Networks", ICML 2018.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative int; got {warmup_steps!r}.")
-    if not isinstance(alpha, jax.core.Tracer) and not np.all(np.asarray(alpha) >= 0):
-        raise ValueError(f"alpha must be non-negative; got {alpha}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.nonnegative_int("warmup_steps", warmup_steps)
+    checks.nonnegative("alpha", alpha)
     opt = optimizer(learning_rate)
     initial_steps = max(warmup_steps, 1)  # L(0) averages the losses of these first updates
 
-    def init_fn(params):
+    def init(params) -> GradNormState:
         del params
-        logits = jnp.zeros((num_tasks,))
-        return GradNormState(
-            logits=logits,
-            logits_opt_state=opt.init(logits),
-            initial_loss_sum=jnp.zeros_like(logits),
-            step=jnp.zeros((), jnp.int32),
-        )
+        zeros = jnp.zeros((num_tasks,))
+        return GradNormState(*init_learned(opt, zeros), zeros, count=jnp.zeros((), jnp.int32))
 
-    def weights_fn(gramian, losses, state):
-        builders.check_num_tasks("gradnorm", num_tasks, losses.shape[0])
+    def weights(stats: Stats, state: GradNormState) -> tuple[jax.Array, GradNormState]:
         dtype = state.logits.dtype
-        current = losses.astype(dtype)
+        current = stats.losses.astype(dtype)
         initial_loss_sum = state.initial_loss_sum + jnp.where(
-            state.step < initial_steps, current, 0.0
+            state.count < initial_steps, current, 0.0
         )
         initial_losses = initial_loss_sum / initial_steps
         gradient = gradnorm_logits_gradient(
-            state.logits, gramian, current, initial_losses, alpha
-        ).astype(dtype)
-        updates, opt_state = opt.update(gradient, state.logits_opt_state, state.logits)
-        logits = optax.apply_updates(state.logits, updates)
-        warming_up = state.step < warmup_steps
-
-        def keep(new, old):  # no logits step (and no optimizer count) during the warm-up
-            return jnp.where(warming_up, old, new).astype(old.dtype)
-
-        weights = jnp.where(warming_up, 1.0, gradnorm_weights(state.logits))
-        new_state = GradNormState(
-            logits=keep(logits, state.logits),
-            logits_opt_state=jax.tree.map(keep, opt_state, state.logits_opt_state),
-            initial_loss_sum=initial_loss_sum,
-            step=jnp.minimum(state.step + 1, initial_steps).astype(jnp.int32),
+            state.logits, stats.gramian, current, initial_losses, alpha
         )
-        return weights.astype(gramian.dtype), new_state
+        warming_up = state.count < warmup_steps
+        # No logits step (and no optimizer count) during the warm-up.
+        logits, opt_state = step_learned(
+            opt, state.logits, state.logits_opt_state, gradient, active=~warming_up
+        )
+        w = jnp.where(warming_up, 1.0, gradnorm_weights(state.logits))
+        new_state = GradNormState(
+            logits=logits,
+            logits_opt_state=opt_state,
+            initial_loss_sum=initial_loss_sum,
+            count=jnp.minimum(state.count + 1, initial_steps).astype(jnp.int32),
+        )
+        return w.astype(stats.gramian.dtype), new_state
 
-    return builders.gramian_weighting(
-        weights_fn, name="gradnorm", init_fn=init_fn, needs_losses=True
+    return as_transform(
+        Weighting(
+            "gradnorm",
+            weights,
+            init=init,
+            reads="gramian",
+            needs_losses=True,
+            num_tasks=num_tasks,
+        )
     )

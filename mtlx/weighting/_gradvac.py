@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+import functools
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, jacobians, linalg, prng
+from mtlx._src import checks, jacobians, linalg, prng
+from mtlx._src.methods import state_dtype
+from mtlx._src.paths import layer_ids
+from mtlx._src.rows import with_heads
+from mtlx._src.weighting import (
+    Rows,
+    Stats,
+    Weighting,
+    WeightingTransformation,
+    as_transform,
+    rows_transform,
+)
 
 Granularity = Literal["whole_model", "layer"]
 
@@ -87,7 +99,7 @@ def gradvac(
     eps: jax.typing.ArrayLike = 1e-8,
     seed: int | jax.Array = 0,
     granularity: Granularity = "whole_model",
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation | optax.GradientTransformationExtraArgs:
     r"""Gradient Vaccine (GradVac), Algorithm 2 of Wang et al. (ICLR 2021), as TorchJD's GradVac.
 
     Generalises PCGrad: instead of acting only on conflicts (:math:`\phi_{ij} < 0`), each pair
@@ -131,83 +143,73 @@ def gradvac(
       Wang, Tsvetkov, Firat & Cao, "Gradient Vaccine: Investigating and Improving Multi-task
       Optimization in Massively Multilingual Models", ICLR 2021.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(beta, jax.core.Tracer) and not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be in [0, 1]; got {beta!r}.")
-    if not isinstance(eps, jax.core.Tracer) and not float(eps) >= 0.0:
-        raise ValueError(f"eps must be non-negative; got {eps!r}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.in_unit_interval("beta", beta)
+    checks.nonnegative("eps", eps)
     if granularity not in ("whole_model", "layer"):
         raise ValueError(f"granularity must be 'whole_model' or 'layer'; got {granularity!r}.")
 
-    def init_fn(params):
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
+    def init(params) -> GradVacState:
         shape = (num_tasks, num_tasks)
         if granularity == "layer":
-            _, num_layers = _layer_ids(params)
+            _, num_layers = layer_ids(params)
             if num_layers == 0:
                 raise ValueError(
                     "gradvac(granularity='layer') counts the layers at init: call init(params)."
                 )
             shape = (num_layers,) + shape
-        return GradVacState(targets=jnp.zeros(shape, dtype), key=prng.as_key(seed))
+        return GradVacState(targets=jnp.zeros(shape, state_dtype()), key=prng.as_key(seed))
 
     if granularity == "layer":
-        return optax.GradientTransformationExtraArgs(
-            init_fn, _per_layer_update_fn(num_tasks, beta, eps)
-        )
+        return _per_layer_transform(num_tasks, beta, eps, init)
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        builders.check_num_tasks("gradvac", num_tasks, gramian.shape[0])
+    def weights(stats: Stats, state: GradVacState) -> tuple[jax.Array, GradVacState]:
         next_key, key = jax.random.split(state.key)
-        weights, targets = gradvac_weights(gramian, state.targets, key, beta=beta, eps=eps)
-        return weights, GradVacState(targets=targets, key=next_key)
+        w, targets = gradvac_weights(stats.gramian, state.targets, key, beta=beta, eps=eps)
+        return w, GradVacState(targets=targets, key=next_key)
 
-    return builders.gramian_weighting(weights_fn, name="gradvac", init_fn=init_fn)
-
-
-def _layer_ids(tree: Any) -> tuple[list[int], int]:
-    """The layer index of every leaf (layers numbered in order of appearance), and their number."""
-    names: dict[str, int] = {}
-    ids = []
-    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = jax.tree_util.keystr(path[:-1] if len(path) > 1 else path)
-        ids.append(names.setdefault(name, len(names)))
-    return ids, len(names)
+    return as_transform(
+        Weighting("gradvac", weights, init=init, reads="gramian", num_tasks=num_tasks)
+    )
 
 
-def _per_layer_update_fn(num_tasks: int, beta: jax.typing.ArrayLike, eps: jax.typing.ArrayLike):
+def _per_layer_transform(
+    num_tasks: int, beta: jax.typing.ArrayLike, eps: jax.typing.ArrayLike, init
+) -> optax.GradientTransformationExtraArgs:
     """GradVac on each layer's rows: one Gramian and one set of targets per layer."""
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="gradvac")
-        builders.check_num_tasks("gradvac", num_tasks, jac.num_tasks)
-        rows = jac.rows()
-        ids, num_layers = _layer_ids(rows)
+    def update_rows(
+        leaf_layers: list[int], num_layers: int, rows: Rows, state: GradVacState
+    ) -> tuple[list[jax.Array], GradVacState]:
         if num_layers != state.targets.shape[0]:
             raise ValueError(
                 f"the Jacobian has {num_layers} layers but gradvac's state was initialized for "
                 f"{state.targets.shape[0]}: call init with params of the Jacobian's structure."
             )
-        leaves = jax.tree.leaves(rows)
-        dtype = jacobians.gramian_dtype(jnp.result_type(*leaves))
+        dtype = jacobians.gramian_dtype(jnp.result_type(*rows.leaves))
         gramians = [jnp.zeros((num_tasks, num_tasks), dtype) for _ in range(num_layers)]
-        for x, layer, shared in zip(leaves, ids, jac.shared_mask):
-            if shared:
-                gramians[layer] = gramians[layer] + jacobians.leaf_gramian(x).astype(dtype)
+        shared_layers = [i for i, s in zip(leaf_layers, rows.shared_mask) if s]
+        for x, layer in zip(rows.shared, shared_layers):
+            gramians[layer] = gramians[layer] + jacobians.leaf_gramian(x).astype(dtype)
         next_key, key = jax.random.split(state.key)
         # One key for every layer: each task visits the others in the same order in every layer.
-        weights, targets = jax.vmap(lambda g, t: gradvac_weights(g, t, key, beta=beta, eps=eps))(
+        w, targets = jax.vmap(lambda g, t: gradvac_weights(g, t, key, beta=beta, eps=eps))(
             jnp.stack(gramians), state.targets
         )
-        out = [
-            jacobians.weighted_sum(weights[layer], x) if shared else x.sum(axis=0)
-            for x, layer, shared in zip(leaves, ids, jac.shared_mask)
+        shared_out = [
+            jacobians.weighted_sum(w[layer], x) for x, layer in zip(rows.shared, shared_layers)
         ]
         new_state = GradVacState(targets=targets.astype(state.targets.dtype), key=next_key)
-        return jax.tree.unflatten(jac.treedef, out), new_state
+        return with_heads(rows, shared_out), new_state
 
-    return update_fn
+    def update_fn(updates, state, params=None, **extra_args):
+        # The layers are read from the Jacobian's tree structure, then the rows go through the
+        # shared prologue of the row methods.
+        jac = jacobians.as_jacobian(updates)
+        layers = layer_ids(jax.tree.unflatten(jac.treedef, jac.shared_mask))
+        by_layer = rows_transform(
+            functools.partial(update_rows, *layers), name="gradvac", init=init, num_tasks=num_tasks
+        )
+        return by_layer.update(jac, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(init, update_fn)

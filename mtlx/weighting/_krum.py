@@ -6,14 +6,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders
+from mtlx._src import checks
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
 def _check_krum_args(n_byzantine: int, n_selected: int) -> None:
-    if not isinstance(n_byzantine, int) or n_byzantine < 0:
-        raise ValueError(f"n_byzantine must be a non-negative int; got {n_byzantine!r}.")
-    if not isinstance(n_selected, int) or n_selected < 1:
-        raise ValueError(f"n_selected must be a positive int; got {n_selected!r}.")
+    checks.nonnegative_int("n_byzantine", n_byzantine)
+    checks.positive_int("n_selected", n_selected)
 
 
 def _check_num_tasks(num_tasks: int, n_byzantine: int, n_selected: int) -> None:
@@ -63,7 +62,7 @@ def krum_weights(gramian: jax.Array, n_byzantine: int, n_selected: int = 1) -> j
     return weights / n_selected
 
 
-def krum(n_byzantine: int, n_selected: int = 1) -> optax.GradientTransformationExtraArgs:
+def krum(n_byzantine: int, n_selected: int = 1) -> WeightingTransformation:
     r"""Krum / Multi-Krum aggregation (Blanchard et al., NeurIPS 2017), as TorchJD's ``Krum``.
 
     Each row is scored by the sum of its distances to its :math:`T - f - 2` nearest rows; the update
@@ -97,8 +96,7 @@ def krum(n_byzantine: int, n_selected: int = 1) -> optax.GradientTransformationE
     """
     _check_krum_args(n_byzantine, n_selected)
 
-    def weights_fn(gramian, losses, state):
-        del losses
-        return krum_weights(gramian, n_byzantine, n_selected), state
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return krum_weights(stats.gramian, n_byzantine, n_selected), state
 
-    return builders.gramian_weighting(weights_fn, name="krum")
+    return as_transform(Weighting("krum", weights, reads="gramian"))

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders, jacobians
+from mtlx._src import checks
+from mtlx._src.jacobians import weighted_sum
+from mtlx._src.rows import check_per_task, per_task_zeros, scale_rows, with_heads
+from mtlx._src.tolerances import REFERENCE_EPS
+from mtlx._src.weighting import Rows, rows_transform
 
 PyTree = Any
-
-# LibMTL backpropagates log(L_t + 1e-8) and divides by (||m_t|| + 1e-8).
-_EPS = 1e-8
 
 
 def db_mtl_weights(sq_norms: jax.Array) -> jax.Array:
@@ -28,25 +29,14 @@ def db_mtl_weights(sq_norms: jax.Array) -> jax.Array:
       ``0 / 1e-8`` times a zero row).
     """
     norms = jnp.sqrt(jnp.maximum(sq_norms, 0.0))
-    return jnp.max(norms) / (norms + _EPS)
+    return jnp.max(norms) / (norms + REFERENCE_EPS)  # LibMTL's guard
 
 
 class DBMTLState(NamedTuple):
     """State of :func:`db_mtl`."""
 
     grad_buffer: PyTree  # params-shaped, each leaf (T, *leaf.shape): EMA of the log-loss gradients
-    step: jax.Array  # int32: updates taken so far
-
-
-def _check_buffer(buffer_leaves, row_leaves) -> None:
-    shapes = [x.shape for x in buffer_leaves]
-    expected = [x.shape for x in row_leaves]
-    if shapes != expected:
-        raise ValueError(
-            "mtlx.db_mtl's state holds one gradient per task and parameter: it was initialised for "
-            f"leaves of shapes {shapes} (T, *param) but the Jacobian's rows have shapes {expected}."
-            " Call tx.init(params) with the parameters the Jacobian is taken in."
-        )
+    count: jax.Array  # int32: updates taken so far
 
 
 def db_mtl(
@@ -88,67 +78,43 @@ def db_mtl(
       Lin, Jiang, Ye, Zhang, Chen, Chen, Liu & Kwok, "Dual-Balancing for Multi-Task Learning",
       arXiv:2308.12029, 2023.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    for value, name in ((beta, "beta"), (beta_sigma, "beta_sigma")):
-        if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value) >= 0):
-            raise ValueError(f"{name} must be non-negative; got {value}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.nonnegative("beta", beta)
+    checks.nonnegative("beta_sigma", beta_sigma)
 
-    def init_fn(params):
-        leaves, treedef = jax.tree.flatten(params)
-        if not leaves:
-            raise ValueError(
-                "mtlx.db_mtl keeps a moving average of every task's gradient: call tx.init(params) "
-                "with the parameters (got no array leaves)."
-            )
-        buffer = [
-            jnp.zeros(
-                (num_tasks, *jnp.shape(p)), jnp.promote_types(jnp.result_type(p), jnp.float32)
-            )
-            for p in leaves
-        ]
+    def init(params) -> DBMTLState:
         return DBMTLState(
-            grad_buffer=jax.tree.unflatten(treedef, buffer), step=jnp.zeros((), jnp.int32)
+            grad_buffer=per_task_zeros(params, num_tasks, "db_mtl"), count=jnp.zeros((), jnp.int32)
         )
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        losses = jacobians.check_task_losses(
-            task_losses, jac.num_tasks, required=True, method="db_mtl"
-        )
-        builders.check_num_tasks("db_mtl", num_tasks, jac.num_tasks)
-        if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses) < 0):
+    def update_rows(rows: Rows, state: DBMTLState) -> tuple[list[jax.Array], DBMTLState]:
+        losses = rows.losses
+        if not checks.is_traced(losses) and np.any(np.asarray(losses) < 0):
             raise ValueError(f"mtlx.db_mtl takes log-losses: losses must be >= 0; got {losses}.")
-        row_leaves = jax.tree.leaves(jac.rows())
-        buffer_leaves, buffer_def = jax.tree.flatten(state.grad_buffer)
-        _check_buffer(buffer_leaves, row_leaves)
-        step = state.step + 1
-        inv_losses = 1.0 / (jnp.maximum(losses, 0.0) + _EPS)
-
-        def log_rows(x):
-            return x * inv_losses.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-
+        buffer_leaves = check_per_task(state.grad_buffer, rows, "db_mtl")
+        count = state.count + 1
+        # LibMTL backpropagates log(L_t + 1e-8): the rows divided by the losses.
+        inv_losses = 1.0 / (jnp.maximum(losses, 0.0) + REFERENCE_EPS)
         new_buffer = []
-        for x, m, shared in zip(row_leaves, buffer_leaves, jac.shared_mask):
+        for x, m, shared in zip(rows.leaves, buffer_leaves, rows.shared_mask):
             if shared:
-                g = log_rows(x).astype(m.dtype)
-                beta_k = beta / step.astype(m.dtype) ** beta_sigma
+                g = scale_rows(x, inv_losses).astype(m.dtype)
+                beta_k = beta / count.astype(m.dtype) ** beta_sigma
                 m = g + jnp.asarray(beta_k, m.dtype) * (m - g)
             new_buffer.append(m)
-        sq_norms = sum(
-            jnp.sum(m.reshape(num_tasks, -1) ** 2, axis=1)
-            for m, shared in zip(new_buffer, jac.shared_mask)
-            if shared
-        )
+        shared_buffer = [m for m, shared in zip(new_buffer, rows.shared_mask) if shared]
+        sq_norms = sum(jnp.sum(m.reshape(num_tasks, -1) ** 2, axis=1) for m in shared_buffer)
         alpha = db_mtl_weights(jnp.zeros((num_tasks,)) + sq_norms)
-        out = [
-            jacobians.weighted_sum(alpha, m).astype(x.dtype) if shared else log_rows(x).sum(0)
-            for x, m, shared in zip(row_leaves, new_buffer, jac.shared_mask)
+        shared_out = [
+            weighted_sum(alpha, m).astype(x.dtype) for x, m in zip(rows.shared, shared_buffer)
         ]
         new_state = DBMTLState(
-            grad_buffer=jax.tree.unflatten(buffer_def, new_buffer), step=step.astype(jnp.int32)
+            grad_buffer=jax.tree.unflatten(jax.tree.structure(state.grad_buffer), new_buffer),
+            count=count.astype(jnp.int32),
         )
-        return jax.tree.unflatten(jac.treedef, out), new_state
+        # Heads get their own task's log-loss gradient (no EMA, no scaling), as in LibMTL.
+        return with_heads(rows, shared_out, head_weights=inv_losses), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return rows_transform(
+        update_rows, name="db_mtl", init=init, needs_losses=True, num_tasks=num_tasks
+    )

@@ -8,14 +8,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import builders, jacobians
+from mtlx._src import checks
+from mtlx._src.methods import state_dtype, uniform_weights
+from mtlx._src.rows import check_per_task, combine_own, per_task_zeros
+from mtlx._src.tolerances import ADAGRAD_EPS
+from mtlx._src.weighting import Rows, rows_transform
 
 PyTree = Any
-
-# TorchJD's (and the official implementation's) constants: AdaGrad's epsilon under the square root
-# and the guard of the baseline division.
-_ADAGRAD_EPS = 1e-7
-_BASELINE_EPS = 1e-7
 
 
 class ExcessMTLState(NamedTuple):
@@ -59,7 +58,7 @@ def excess_mtl_weights(
     num_tasks = state.weights.shape[0]
 
     def leaf_excess(sq_g, s):
-        return jnp.sum((sq_g / jnp.sqrt(s + _ADAGRAD_EPS)).reshape(num_tasks, -1), axis=1)
+        return jnp.sum((sq_g / jnp.sqrt(s + ADAGRAD_EPS)).reshape(num_tasks, -1), axis=1)
 
     dtype = state.weights.dtype
     excess = sum(jax.tree.leaves(jax.tree.map(leaf_excess, sq_rows, sq_grad_sum)))
@@ -71,7 +70,7 @@ def excess_mtl_weights(
     warmup_mean = state.warmup_sum / jnp.maximum(jnp.asarray(n_warmup_steps, dtype), 1.0)
     had_warmup = jnp.asarray(n_warmup_steps) > 0
     baseline = jnp.where(first, jnp.where(had_warmup, warmup_mean, excess), state.baseline)
-    scaled = jnp.where(first & ~had_warmup, excess, excess / (baseline + _BASELINE_EPS))
+    scaled = jnp.where(first & ~had_warmup, excess, excess / (baseline + ADAGRAD_EPS))
     # log(0) = -inf for a weight that underflowed is harmless: softmax maps it back to 0, and a
     # saturated (huge) excess risk saturates the weights instead of overflowing to inf/NaN.
     stepped = jax.nn.softmax(jnp.log(state.weights) + robust_step_size * scaled)
@@ -86,25 +85,9 @@ def excess_mtl_weights(
     return weights, new_state
 
 
-def _check_state_matches(rows: PyTree, sq_grad_sum: PyTree, method: str) -> None:
-    rows_def, state_def = jax.tree.structure(rows), jax.tree.structure(sq_grad_sum)
-    shapes = [
-        (jnp.shape(r), jnp.shape(s))
-        for r, s in zip(jax.tree.leaves(rows), jax.tree.leaves(sq_grad_sum))
-    ]
-    if rows_def != state_def or any(r != s for r, s in shapes):
-        raise ValueError(
-            f"mtlx.{method} keeps per-parameter statistics, and its state was initialised for "
-            "other parameters than the Jacobian's: call tx.init(params) with the parameters the "
-            "Jacobian is taken with respect to (every Jacobian leaf is (T, *param.shape)).\n"
-            f"  Jacobian: {rows_def} {[r for r, _ in shapes]}\n"
-            f"  state:    {state_def} {[s for _, s in shapes]}"
-        )
-
-
 def excess_mtl(
     num_tasks: int,
-    robust_step_size: jax.typing.ArrayLike = 1.0,
+    learning_rate: jax.typing.ArrayLike = 1.0,
     n_warmup_steps: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""ExcessMTL (He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024).
@@ -117,12 +100,14 @@ def excess_mtl(
        \qquad \text{update} = \textstyle\sum_t w_t g_t
 
     where :math:`e^{(0)}` is the baseline excess risk (scale processing, Section 3.2). Matches
-    TorchJD 0.18's ``ExcessMTL(robust_step_size, n_warmup_steps)`` step for step. Reads the rows
+    TorchJD 0.18's ``ExcessMTL(robust_step_size, n_warmup_steps)`` step for step (its
+    ``robust_step_size`` is ``learning_rate`` here). Reads the rows
     (per-parameter squared gradients), not only the Gramian.
 
     Args:
       num_tasks: T (static), the size of the weight vectors in the state.
-      robust_step_size: :math:`\eta > 0`, the step size of the weight update.
+      learning_rate: :math:`\eta > 0`, the step size of the weight update (the paper's and
+        TorchJD's ``robust_step_size``).
       n_warmup_steps: number of first updates with uniform weights that only collect the baseline
         (the paper's Appendix C.1 suggests 3 epochs). 0 (default): the first update's excess risk
         is the baseline, as in TorchJD, LibMTL and the official code.
@@ -132,7 +117,7 @@ def excess_mtl(
       Task-specific leaves get their own task's gradient and do not enter the excess risks.
 
     Raises:
-      ValueError: for ``num_tasks < 1``, a non-positive ``robust_step_size``, a negative
+      ValueError: for ``num_tasks < 1``, a non-positive ``learning_rate``, a negative
         ``n_warmup_steps``, ``init(None)``, or a Jacobian whose tasks or parameter shapes differ
         from the state's.
 
@@ -149,51 +134,32 @@ def excess_mtl(
       The state holds a params-shaped sum of squared gradients per task (T times the size of the
       parameters), task-specific leaves included (they stay zero).
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(robust_step_size, jax.core.Tracer) and not float(robust_step_size) > 0.0:
-        raise ValueError(f"robust_step_size must be positive; got {robust_step_size!r}.")
-    if not isinstance(n_warmup_steps, int) or n_warmup_steps < 0:
-        raise ValueError(f"n_warmup_steps must be a non-negative int; got {n_warmup_steps!r}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.positive("learning_rate", learning_rate)
+    checks.nonnegative_int("n_warmup_steps", n_warmup_steps)
 
-    def init_fn(params):
-        if params is None:
-            raise ValueError(
-                "mtlx.excess_mtl keeps per-parameter statistics: call init(params) with the "
-                "parameters (got None)."
-            )
-        dtype = jnp.promote_types(jnp.float32, jnp.result_type(float))
+    def init(params) -> ExcessMTLState:
+        zeros = jnp.zeros((num_tasks,), state_dtype())
         return ExcessMTLState(
             count=jnp.zeros((), jnp.int32),
-            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
-            sq_grad_sum=jax.tree.map(
-                lambda p: jnp.zeros(
-                    (num_tasks, *jnp.shape(p)), jacobians.gramian_dtype(jnp.result_type(p))
-                ),
-                params,
-            ),
-            baseline=jnp.zeros((num_tasks,), dtype),
-            warmup_sum=jnp.zeros((num_tasks,), dtype),
+            weights=uniform_weights(num_tasks),
+            sq_grad_sum=per_task_zeros(params, num_tasks, "excess_mtl"),
+            baseline=zeros,
+            warmup_sum=zeros,
         )
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="excess_mtl")
-        builders.check_num_tasks("excess_mtl", num_tasks, jac.num_tasks)
-        rows = jac.rows()
-        _check_state_matches(rows, state.sq_grad_sum, "excess_mtl")
+    def update_rows(rows: Rows, state: ExcessMTLState) -> tuple[list[jax.Array], ExcessMTLState]:
+        check_per_task(state.sq_grad_sum, rows, "excess_mtl")
         # Task-specific leaves keep their own gradient and stay out of the excess risks.
-        leaves = [
-            x if s else jnp.zeros_like(x) for x, s in zip(jax.tree.leaves(rows), jac.shared_mask)
-        ]
-        shared_rows = jax.tree.unflatten(jax.tree.structure(rows), leaves)
-        weights, new_state = excess_mtl_weights(
-            jax.lax.stop_gradient(shared_rows),
+        shared_rows = [x if s else jnp.zeros_like(x) for x, s in zip(rows.leaves, rows.shared_mask)]
+        w, new_state = excess_mtl_weights(
+            jax.lax.stop_gradient(
+                jax.tree.unflatten(jax.tree.structure(state.sq_grad_sum), shared_rows)
+            ),
             state,
-            robust_step_size=robust_step_size,
+            robust_step_size=learning_rate,
             n_warmup_steps=n_warmup_steps,
         )
-        return jac.combine(weights, task_specific="own"), new_state
+        return combine_own(rows, w), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return rows_transform(update_rows, name="excess_mtl", init=init, num_tasks=num_tasks)

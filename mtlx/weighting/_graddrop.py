@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import jacobians, prng
+from mtlx._src import prng
+from mtlx._src.rows import with_heads
+from mtlx._src.weighting import Rows, rows_transform
 
 
 def graddrop_rows(
@@ -92,34 +94,28 @@ def graddrop(
     if leak_array is not None and leak_array.ndim != 1:
         raise ValueError(f"leak must be a vector of shape (T,); got shape {leak_array.shape}.")
 
-    def init_fn(params):
+    def init(params) -> GradDropState:
         del params
         return GradDropState(key=prng.as_key(seed))
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        jacobians.check_task_losses(task_losses, jac.num_tasks, required=False, method="graddrop")
-        if leak_array is not None and leak_array.shape[0] != jac.num_tasks:
+    def update_rows(rows: Rows, state: GradDropState) -> tuple[list[jax.Array], GradDropState]:
+        if leak_array is not None and leak_array.shape[0] != rows.num_tasks:
             raise ValueError(
-                f"leak has {leak_array.shape[0]} entries but the Jacobian has {jac.num_tasks} "
+                f"leak has {leak_array.shape[0]} entries but the Jacobian has {rows.num_tasks} "
                 "tasks."
             )
         next_key, key = jax.random.split(state.key)
-        leaves = jax.tree.leaves(jac.rows())
-        shared = [x for x, s in zip(leaves, jac.shared_mask) if s]
+        shared = rows.shared
         # One U over the concatenated shared coordinates, in leaf order: a pytree and its
         # flattening see the same draws.
         sizes = [int(np.prod(x.shape[1:])) for x in shared]
         dtype = jnp.result_type(*shared) if shared else jnp.float32
         uniform = jax.random.uniform(key, (sum(sizes),), dtype=dtype)
-        pieces = iter(jnp.split(uniform, np.cumsum(sizes)[:-1]) if shared else [])
+        pieces = jnp.split(uniform, np.cumsum(sizes)[:-1]) if shared else []
         out = [
-            graddrop_rows(x, next(pieces).reshape(x.shape[1:]).astype(x.dtype), leak_array, f)
-            if s
-            else x.sum(axis=0)
-            for x, s in zip(leaves, jac.shared_mask)
+            graddrop_rows(x, u.reshape(x.shape[1:]).astype(x.dtype), leak_array, f)
+            for x, u in zip(shared, pieces)
         ]
-        return jax.tree.unflatten(jac.treedef, out), GradDropState(key=next_key)
+        return with_heads(rows, out), GradDropState(key=next_key)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return rows_transform(update_rows, name="graddrop", init=init)

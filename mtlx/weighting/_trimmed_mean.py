@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src import jacobians
+from mtlx._src import checks
+from mtlx._src.rows import with_heads
+from mtlx._src.weighting import Rows, rows_transform
 
 
 def trimmed_mean_rows(rows: jax.Array, trim_number: int) -> jax.Array:
@@ -32,8 +34,7 @@ def trimmed_mean_rows(rows: jax.Array, trim_number: int) -> jax.Array:
 
 
 def _check_trim_number(trim_number: int) -> None:
-    if not isinstance(trim_number, int) or trim_number < 0:
-        raise ValueError(f"trim_number must be a non-negative int; got {trim_number!r}.")
+    checks.nonnegative_int("trim_number", trim_number)
 
 
 def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
@@ -68,21 +69,9 @@ def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
     """
     _check_trim_number(trim_number)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
+    def update_rows(
+        rows: Rows, state: optax.EmptyState
+    ) -> tuple[list[jax.Array], optax.EmptyState]:
+        return with_heads(rows, [trimmed_mean_rows(x, trim_number) for x in rows.shared]), state
 
-    def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
-        jacobians.check_task_losses(
-            task_losses, jac.num_tasks, required=False, method="trimmed_mean"
-        )
-        leaves = jax.tree.leaves(jac.rows())
-        out = [
-            trimmed_mean_rows(x, trim_number) if shared else x.sum(axis=0)
-            for x, shared in zip(leaves, jac.shared_mask)
-        ]
-        return jax.tree.unflatten(jac.treedef, out), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return rows_transform(update_rows, name="trimmed_mean")

@@ -35,7 +35,7 @@ def test_first_step_ema_from_zero_and_second_step_memory():
     _, state = _update(tx, 2 * JAC, LOSSES, state)
     expected = (2.0 + 0.9 * (0.1 - 2.0)) * JAC / LOSSES[:, None]  # g2 + beta (m1 - g2), g2 = 2 g
     np.testing.assert_allclose(state.grad_buffer, expected, rtol=1e-6)
-    assert int(state.step) == 2
+    assert int(state.count) == 2
 
 
 def test_invariant_to_a_per_task_loss_scale():

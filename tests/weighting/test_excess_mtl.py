@@ -155,8 +155,8 @@ def test_state_survives_scan():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="robust_step_size"):
-        mtlx.excess_mtl(2, robust_step_size=0.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        mtlx.excess_mtl(2, learning_rate=0.0)
     with pytest.raises(ValueError, match="n_warmup_steps"):
         mtlx.excess_mtl(2, n_warmup_steps=-1)
     with pytest.raises(ValueError, match="num_tasks"):

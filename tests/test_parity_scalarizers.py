@@ -155,9 +155,9 @@ def test_famo_matches_torchjd_over_a_loss_sequence(seed, min_losses):
     assert np.ptp(ours[-1] * losses[-1]) > 1e-3  # the logits moved away from uniform
 
 
-def _famo_factory(num_tasks, min_losses, gamma, w_lr):
+def _famo_factory(num_tasks, min_losses, gamma, learning_rate):
     bounds = None if min_losses is None else jnp.asarray(min_losses)
-    return mtlx.famo(num_tasks, bounds, gamma, w_lr)
+    return mtlx.famo(num_tasks, bounds, gamma, learning_rate)
 
 
 @needs_torch

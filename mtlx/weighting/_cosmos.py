@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from mtlx._src import builders
-
-# torch.nn.functional.cosine_similarity clamps each norm to at least 1e-8.
-_EPS = 1e-8
+from mtlx._src import checks
+from mtlx._src.methods import preference_weighting
+from mtlx._src.tolerances import REFERENCE_EPS
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def cosmos_weights(
@@ -32,17 +30,20 @@ def cosmos_weights(
     Returns:
       ``(T,)`` weights.
     """
-    r_norm = jnp.maximum(jnp.linalg.norm(pref_vector), _EPS)
+    # torch.nn.functional.cosine_similarity clamps each norm to at least 1e-8.
+    r_norm = jnp.maximum(jnp.linalg.norm(pref_vector), REFERENCE_EPS)
     l_norm_raw = jnp.linalg.norm(task_losses)
-    l_norm = jnp.maximum(l_norm_raw, _EPS)
-    radial = jnp.where(l_norm_raw > _EPS, jnp.dot(pref_vector, task_losses) / l_norm**2, 0.0)
+    l_norm = jnp.maximum(l_norm_raw, REFERENCE_EPS)
+    radial = jnp.where(
+        l_norm_raw > REFERENCE_EPS, jnp.dot(pref_vector, task_losses) / l_norm**2, 0.0
+    )
     cosine_gradient = (pref_vector - radial * task_losses) / (r_norm * l_norm)
     return pref_vector - lambda_ * cosine_gradient
 
 
 def cosmos(
     pref_vector: jax.typing.ArrayLike, lambda_: jax.typing.ArrayLike = 1.0
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""COSMOS scalarization, Ruchte & Grabocka (ICDM 2021).
 
     .. math:: r^\top L - \lambda \cos(r, L) = \sum_t r_t L_t
@@ -74,12 +75,9 @@ def cosmos(
       Ruchte & Grabocka, "Scalable Pareto Front Approximation for Deep Multi-Objective Learning",
       ICDM 2021.
     """
-    pref = builders.as_pref_vector(jnp.asarray(pref_vector))
-    if not isinstance(lambda_, jax.core.Tracer) and not np.all(np.asarray(lambda_) >= 0):
-        raise ValueError(f"lambda_ must be non-negative; got {lambda_}.")
+    checks.nonnegative("lambda_", lambda_)
 
-    def weights_fn(losses, state):
-        builders.check_pref_vector(pref, losses.shape[0])
-        return cosmos_weights(losses, pref.astype(losses.dtype), lambda_), state
+    def weights_of(stats: Stats, pref: jax.Array) -> jax.Array:
+        return cosmos_weights(stats.losses, pref.astype(stats.losses.dtype), lambda_)
 
-    return builders.loss_weighting(weights_fn, name="cosmos")
+    return preference_weighting("cosmos", weights_of, jnp.asarray(pref_vector), reads="losses")

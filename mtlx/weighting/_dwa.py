@@ -6,10 +6,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from mtlx._src import builders, linalg
+from mtlx._src import checks, linalg
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def dwa_weights(
@@ -39,14 +39,9 @@ class DWAState(NamedTuple):
     num_epochs: jax.Array  # int32: finished epochs, capped at 2 (only "fewer than two?" matters)
 
 
-def _check_positive(value, name: str) -> None:
-    if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value) > 0):
-        raise ValueError(f"{name} must be strictly positive; got {value}.")
-
-
 def dwa(
     num_tasks: int, temperature: jax.typing.ArrayLike = 2.0, steps_per_epoch: int = 1
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Dynamic Weight Average (DWA), Liu, Johns & Davison (CVPR 2019).
 
     .. math::
@@ -85,13 +80,11 @@ def dwa(
     References:
       Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be a positive int; got {steps_per_epoch!r}.")
-    _check_positive(temperature, "temperature")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.positive_int("steps_per_epoch", steps_per_epoch)
+    checks.positive("temperature", temperature)
 
-    def init_fn(params):
+    def init(params) -> DWAState:
         del params
         zeros = jnp.zeros((num_tasks,))
         return DWAState(
@@ -101,10 +94,10 @@ def dwa(
             num_epochs=jnp.zeros((), jnp.int32),
         )
 
-    def weights_fn(losses, state):
-        builders.check_num_tasks("dwa", num_tasks, losses.shape[0])
+    def weights(stats: Stats, state: DWAState) -> tuple[jax.Array, DWAState]:
+        losses = stats.losses
         older, newer = state.previous_averages
-        weights = jnp.where(
+        w = jnp.where(
             state.num_epochs >= 2, dwa_weights(older, newer, temperature), jnp.ones_like(newer)
         )
         loss_sum = state.loss_sum + losses.astype(state.loss_sum.dtype)
@@ -118,6 +111,6 @@ def dwa(
             previous_averages=jnp.where(end_of_epoch, rolled, state.previous_averages),
             num_epochs=jnp.minimum(state.num_epochs + end_of_epoch.astype(jnp.int32), 2),
         )
-        return weights.astype(losses.dtype), new_state
+        return w.astype(losses.dtype), new_state
 
-    return builders.loss_weighting(weights_fn, name="dwa", init_fn=init_fn)
+    return loss_scalarization("dwa", weights, init=init, num_tasks=num_tasks)

@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders
+from mtlx._src import checks
+from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def _shifted(losses: jax.Array, min_losses: jax.typing.ArrayLike, epsilon: float) -> jax.Array:
@@ -74,9 +77,9 @@ def famo(
     num_tasks: int,
     min_losses: jax.typing.ArrayLike | None = None,
     gamma: jax.typing.ArrayLike = 1e-3,
-    w_lr: jax.typing.ArrayLike = 0.025,
+    learning_rate: jax.typing.ArrayLike = 0.025,
     epsilon: float = 1e-8,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Fast Adaptive Multitask Optimization (FAMO), Liu, Feng, Stone & Liu (NeurIPS 2023).
 
     FAMO decreases every task loss at about the same rate using the loss values only. The update is
@@ -89,7 +92,7 @@ def famo(
 
     ONE backward pass with the engine's Jacobian. The logits :math:`w` are learned from how much
     each log-loss decreased: :math:`\delta_t = \log(L_t^{\text{before}} - b_t + \epsilon) -
-    \log(L_t^{\text{after}} - b_t + \epsilon)`, one Adam step (learning rate ``w_lr``, L2 weight
+    \log(L_t^{\text{after}} - b_t + \epsilon)`, one Adam step (``learning_rate``, L2 weight
     decay ``gamma``, PyTorch's ``Adam(weight_decay=gamma)``) along
     :math:`J_{\mathrm{softmax}}(w)^\top \delta`.
 
@@ -107,7 +110,8 @@ def famo(
         must be positive).
       gamma: L2 weight decay of the logits' Adam (the paper's regularisation). Paper's Algorithm 2,
         LibMTL and TorchJD: 1e-3.
-      w_lr: learning rate of the logits' Adam. The paper uses 0.025.
+      learning_rate: learning rate of the logits' Adam (the official code's ``w_lr``, TorchJD's
+        ``lr``). The paper uses 0.025.
       epsilon: added to ``L - b`` inside the logarithms and divisions.
 
     Returns:
@@ -122,11 +126,9 @@ def famo(
     References:
       Liu, Feng, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
-    for value, name in ((gamma, "gamma"), (w_lr, "w_lr")):
-        if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value) >= 0):
-            raise ValueError(f"{name} must be non-negative; got {value}.")
+    checks.positive_int("num_tasks", num_tasks)
+    checks.nonnegative("gamma", gamma)
+    checks.nonnegative("learning_rate", learning_rate)
     if min_losses is None:
         bounds = 0.0
     else:
@@ -136,46 +138,35 @@ def famo(
                 f"min_losses must have shape ({num_tasks},) (one bound per task); got "
                 f"{bounds.shape}."
             )
-    logits_opt = optax.chain(optax.add_decayed_weights(gamma), optax.adam(w_lr))
+    logits_opt = optax.chain(optax.add_decayed_weights(gamma), optax.adam(learning_rate))
 
-    def init_fn(params):
+    def init(params) -> FAMOState:
         del params
-        logits = jnp.zeros((num_tasks,))
-        return FAMOState(
-            logits=logits,
-            logits_opt_state=logits_opt.init(logits),
-            previous_losses=jnp.zeros_like(logits),
-            has_previous=jnp.zeros((), bool),
-        )
+        zeros = jnp.zeros((num_tasks,))
+        return FAMOState(*init_learned(logits_opt, zeros), zeros, has_previous=jnp.zeros((), bool))
 
-    def weights_fn(losses, state):
-        builders.check_num_tasks("famo", num_tasks, losses.shape[0])
-        if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses - bounds) < 0):
+    def weights(stats: Stats, state: FAMOState) -> tuple[jax.Array, FAMOState]:
+        losses = stats.losses
+        if not checks.is_traced(losses) and np.any(np.asarray(losses - bounds) < 0):
             raise ValueError(
                 f"mtlx.famo needs task losses above min_losses (0 by default); got {losses}."
             )
-        dtype = state.logits.dtype
-        current = losses.astype(dtype)
+        current = losses.astype(state.logits.dtype)
         gradient = famo_logits_gradient(
             state.logits, state.previous_losses, current, bounds, epsilon
-        ).astype(dtype)
-        updates, opt_state = logits_opt.update(gradient, state.logits_opt_state, state.logits)
-        logits = optax.apply_updates(state.logits, updates).astype(dtype)
-
-        def keep(new, old):
-            # The first update has no previous losses: the logits AND the Adam state (its step
-            # count, its moments) stay untouched, as TorchJD creates its Adam at the first update.
-            return jnp.where(state.has_previous, new, old).astype(old.dtype)
-
-        logits = keep(logits, state.logits)
-        opt_state = jax.tree.map(keep, opt_state, state.logits_opt_state)
-        weights = famo_weights(logits, current, bounds, epsilon)
+        )
+        # The first update has no previous losses: the logits AND the Adam state (its step count,
+        # its moments) stay untouched, as TorchJD creates its Adam at the first update.
+        logits, opt_state = step_learned(
+            logits_opt, state.logits, state.logits_opt_state, gradient, active=state.has_previous
+        )
+        w = famo_weights(logits, current, bounds, epsilon)
         new_state = FAMOState(
             logits=logits,
             logits_opt_state=opt_state,
             previous_losses=current,
             has_previous=jnp.ones((), bool),
         )
-        return weights.astype(losses.dtype), new_state
+        return w.astype(losses.dtype), new_state
 
-    return builders.loss_weighting(weights_fn, name="famo", init_fn=init_fn)
+    return loss_scalarization("famo", weights, init=init, num_tasks=num_tasks)

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders
+from mtlx._src import checks
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def gls_weights(task_losses: jax.Array) -> jax.Array:
@@ -32,7 +34,7 @@ def gls_weights(task_losses: jax.Array) -> jax.Array:
     return jnp.where(jnp.all(positive), weights, jnp.zeros_like(weights))
 
 
-def gls() -> optax.GradientTransformationExtraArgs:
+def gls() -> WeightingTransformation:
     r"""Geometric Loss Strategy (GLS), Chennupati et al. (CVPR Workshops 2019).
 
     The update is the gradient of the geometric mean of the task losses,
@@ -66,11 +68,12 @@ def gls() -> optax.GradientTransformationExtraArgs:
       Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019.
     """
 
-    def weights_fn(losses, state):
-        if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses) < 0):
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        losses = stats.losses
+        if not checks.is_traced(losses) and np.any(np.asarray(losses) < 0):
             raise ValueError(
                 f"mtlx.gls needs non-negative task losses (a geometric mean); got {losses}."
             )
         return gls_weights(losses), state
 
-    return builders.loss_weighting(weights_fn, name="gls")
+    return loss_scalarization("gls", weights)

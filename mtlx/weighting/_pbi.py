@@ -5,13 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mtlx._src import builders
-
-# Added under the square root of d2, as TorchJD: a finite gradient when the losses lie exactly on
-# the preference direction (always so for T = 1).
-_EPS = 1e-12
+from mtlx._src import checks
+from mtlx._src.methods import preference_weighting
+from mtlx._src.tolerances import PBI_SQRT_EPS
+from mtlx._src.weighting import Stats, WeightingTransformation, as_pref_vector
 
 
 def pbi_weights(
@@ -37,7 +35,8 @@ def pbi_weights(
     shifted = task_losses if reference is None else task_losses - reference
     direction = pref_vector / jnp.linalg.norm(pref_vector)
     perpendicular = shifted - jnp.dot(shifted, direction) * direction
-    d2 = jnp.sqrt(jnp.dot(perpendicular, perpendicular) + _EPS)
+    # A finite gradient when the losses lie exactly on the preference direction (always for T = 1).
+    d2 = jnp.sqrt(jnp.dot(perpendicular, perpendicular) + PBI_SQRT_EPS)
     return direction + theta * perpendicular / d2
 
 
@@ -45,7 +44,7 @@ def pbi(
     pref_vector: jax.typing.ArrayLike,
     theta: jax.typing.ArrayLike = 5.0,
     reference: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Penalty-based boundary intersection (PBI), Zhang & Li (IEEE TEVC 2007, MOEA/D).
 
     The model minimises, for :math:`f = L - z^*` and the unit preference :math:`u = \lambda /
@@ -78,16 +77,14 @@ def pbi(
       Zhang & Li, "MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition", IEEE
       Transactions on Evolutionary Computation, 2007.
     """
-    pref = builders.as_pref_vector(jnp.asarray(pref_vector))
-    if not isinstance(pref, jax.core.Tracer) and not (
+    pref = as_pref_vector(jnp.asarray(pref_vector))
+    if not checks.is_traced(pref) and not (
         np.all(np.asarray(pref) >= 0) and np.any(np.asarray(pref) > 0)
     ):
         raise ValueError(f"pref_vector must be non-negative and not all zero; got {pref_vector}.")
-    if not isinstance(theta, jax.core.Tracer) and not np.all(np.asarray(theta) >= 0):
-        raise ValueError(f"theta must be non-negative; got {theta}.")
+    checks.nonnegative("theta", theta)
 
-    def weights_fn(losses, state):
-        builders.check_pref_vector(pref, losses.shape[0])
-        return pbi_weights(losses, pref.astype(losses.dtype), theta, reference), state
+    def weights_of(stats: Stats, pref: jax.Array) -> jax.Array:
+        return pbi_weights(stats.losses, pref.astype(stats.losses.dtype), theta, reference)
 
-    return builders.loss_weighting(weights_fn, name="pbi")
+    return preference_weighting("pbi", weights_of, pref, reads="losses")

@@ -7,12 +7,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mtlx._src import builders
-
-# LibMTL and the official STCH code add 1e-20 inside their logarithms of the losses.
-_LOG_EPS = 1e-20
+from mtlx._src import checks
+from mtlx._src.methods import loss_scalarization, preference_weighting
+from mtlx._src.tolerances import LOG_EPS
+from mtlx._src.weighting import Stats, WeightingTransformation, as_pref_vector, check_pref_vector
 
 
 def stch_weights(
@@ -48,7 +47,7 @@ def stch_weights(
 class STCHState(NamedTuple):
     """State of :func:`stch` with a warm-up (``warmup_steps > 0``)."""
 
-    step: jax.Array  # int32: updates taken so far (capped at warmup_steps)
+    count: jax.Array  # int32: updates taken so far (capped at warmup_steps)
     loss_sum: jax.Array  # (T,) sum of the losses over the warm-up's last nadir_steps updates
 
 
@@ -60,7 +59,7 @@ def stch(
     warmup_steps: int = 0,
     nadir_steps: int | None = None,
     num_tasks: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Smooth Tchebycheff scalarization (STCH), Lin et al. (ICML 2024).
 
     The model minimises the smooth maximum of the weighted task losses,
@@ -112,10 +111,8 @@ def stch(
       Lin, Zhang, Yang, Liu, Wang & Zhang, "Smooth Tchebycheff Scalarization for Multi-Objective
       Optimization", ICML 2024.
     """
-    if not isinstance(mu, jax.core.Tracer) and not np.all(np.asarray(mu) > 0):
-        raise ValueError(f"mu must be strictly positive; got {mu}.")
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative int; got {warmup_steps!r}.")
+    checks.positive("mu", mu)
+    checks.nonnegative_int("warmup_steps", warmup_steps)
     if nadir_steps is None:
         nadir_steps = warmup_steps
     in_range = 0 < nadir_steps <= warmup_steps or warmup_steps == 0
@@ -123,7 +120,7 @@ def stch(
         raise ValueError(
             f"nadir_steps must be an int in [1, warmup_steps={warmup_steps}]; got {nadir_steps!r}."
         )
-    pref = builders.as_pref_vector(pref_vector)
+    pref = as_pref_vector(pref_vector)
     if pref is not None and num_tasks is not None and pref.shape[0] != num_tasks:
         raise ValueError(f"pref_vector has {pref.shape[0]} entries but num_tasks={num_tasks}.")
     if warmup_steps and reference is not None:
@@ -131,47 +128,42 @@ def stch(
             "stch with warmup_steps > 0 normalises the losses by the nadir point: it takes no "
             "reference point."
         )
-    if warmup_steps and num_tasks is None:
+    if not warmup_steps:
+        return preference_weighting(
+            "stch",
+            lambda stats, pref: stch_weights(stats.losses, mu, pref, reference),
+            pref,
+            reads="losses",
+        )
+    if num_tasks is None:
         if pref is None:
             raise ValueError("stch with warmup_steps > 0 needs num_tasks (or pref_vector).")
         num_tasks = pref.shape[0]
 
-    def check(losses):
-        builders.check_pref_vector(pref, losses.shape[0])
-        if warmup_steps:
-            builders.check_num_tasks("stch", num_tasks, losses.shape[0])
-
-    if not warmup_steps:
-
-        def weights_fn(losses, state):
-            check(losses)
-            return stch_weights(losses, mu, pref, reference), state
-
-        return builders.loss_weighting(weights_fn, name="stch")
-
-    def init_fn(params):
+    def init(params) -> STCHState:
         del params
-        return STCHState(step=jnp.zeros((), jnp.int32), loss_sum=jnp.zeros((num_tasks,)))
+        return STCHState(count=jnp.zeros((), jnp.int32), loss_sum=jnp.zeros((num_tasks,)))
 
-    def weights_fn(losses, state):
-        check(losses)
-        if not isinstance(losses, jax.core.Tracer) and np.any(np.asarray(losses) < 0):
+    def weights(stats: Stats, state: STCHState) -> tuple[jax.Array, STCHState]:
+        losses = stats.losses
+        check_pref_vector(pref, stats.num_tasks)
+        if not checks.is_traced(losses) and np.any(np.asarray(losses) < 0):
             raise ValueError(
                 f"stch with a warm-up takes log-losses: losses must be >= 0; got {losses}."
             )
-        warming_up = state.step < warmup_steps
+        warming_up = state.count < warmup_steps
         # 1 / L_t is the gradient of log(L_t + 1e-20), LibMTL's warm-up loss.
-        warmup_weights = 1.0 / (losses + _LOG_EPS)
-        nadir = jnp.maximum(state.loss_sum / nadir_steps, _LOG_EPS).astype(losses.dtype)
-        log_losses = jnp.log(losses / nadir + _LOG_EPS)
+        warmup_weights = 1.0 / (losses + LOG_EPS)
+        nadir = jnp.maximum(state.loss_sum / nadir_steps, LOG_EPS).astype(losses.dtype)
+        log_losses = jnp.log(losses / nadir + LOG_EPS)
         # d/dL log(L / n + eps) = 1 / (L + eps n)
-        stch_w = stch_weights(log_losses, mu, pref) / (losses + _LOG_EPS * nadir)
-        weights = jnp.where(warming_up, warmup_weights, stch_w)
-        in_nadir_window = warming_up & (state.step >= warmup_steps - nadir_steps)
+        stch_w = stch_weights(log_losses, mu, pref) / (losses + LOG_EPS * nadir)
+        w = jnp.where(warming_up, warmup_weights, stch_w)
+        in_nadir_window = warming_up & (state.count >= warmup_steps - nadir_steps)
         loss_sum = state.loss_sum + jnp.where(in_nadir_window, losses, 0.0).astype(
             state.loss_sum.dtype
         )
-        step = jnp.minimum(state.step + 1, warmup_steps).astype(jnp.int32)
-        return weights, STCHState(step=step, loss_sum=loss_sum)
+        count = jnp.minimum(state.count + 1, warmup_steps).astype(jnp.int32)
+        return w, STCHState(count=count, loss_sum=loss_sum)
 
-    return builders.loss_weighting(weights_fn, name="stch", init_fn=init_fn)
+    return loss_scalarization("stch", weights, init=init, num_tasks=num_tasks)

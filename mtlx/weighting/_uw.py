@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders
+from mtlx._src import checks
+from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 class UWState(NamedTuple):
@@ -43,7 +46,7 @@ def uw(
     *,
     init_log_var: jax.typing.ArrayLike = 0.0,
     optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""Uncertainty weighting (UW), Kendall, Gal & Cipolla (CVPR 2018).
 
     Each task has a learned log-variance :math:`s_t = \log\sigma_t^2`, and the model minimises
@@ -83,30 +86,26 @@ def uw(
       Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
       Geometry and Semantics", CVPR 2018.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"uw needs num_tasks, a positive int; got {num_tasks!r}.")
-    if not isinstance(init_log_var, jax.core.Tracer):
-        init = np.asarray(init_log_var)
-        if init.shape not in ((), (num_tasks,)) or not np.all(np.isfinite(init)):
+    checks.positive_int("num_tasks", num_tasks)
+    if not checks.is_traced(init_log_var):
+        start = np.asarray(init_log_var)
+        if start.shape not in ((), (num_tasks,)) or not np.all(np.isfinite(start)):
             raise ValueError(
                 f"init_log_var must be a finite scalar or a ({num_tasks},) vector; got "
                 f"{init_log_var!r}."
             )
     log_var_optimizer = optimizer(learning_rate)
 
-    def init_fn(params):
+    def init(params) -> UWState:
         del params
         dtype = jnp.result_type(float)
         log_vars = jnp.broadcast_to(jnp.asarray(init_log_var, dtype), (num_tasks,))
-        return UWState(log_vars=log_vars, opt_state=log_var_optimizer.init(log_vars))
+        log_vars, opt_state = init_learned(log_var_optimizer, log_vars)
+        return UWState(log_vars=log_vars, opt_state=opt_state)
 
-    def weights_fn(task_losses, state):
-        log_vars = state.log_vars
-        builders.check_num_tasks("uw", log_vars.shape[0], task_losses.shape[0])
-        weights = uw_weights(log_vars)
-        grad = uw_log_var_grad(log_vars, jax.lax.stop_gradient(task_losses))
-        step, opt_state = log_var_optimizer.update(grad, state.opt_state, log_vars)
-        new_log_vars = optax.apply_updates(log_vars, step)
-        return weights, UWState(log_vars=new_log_vars, opt_state=opt_state)
+    def weights(stats: Stats, state: UWState) -> tuple[jax.Array, UWState]:
+        grad = uw_log_var_grad(state.log_vars, jax.lax.stop_gradient(stats.losses))
+        log_vars, opt_state = step_learned(log_var_optimizer, state.log_vars, state.opt_state, grad)
+        return uw_weights(state.log_vars), UWState(log_vars=log_vars, opt_state=opt_state)
 
-    return builders.loss_weighting(weights_fn, name="uw", init_fn=init_fn, needs_losses=True)
+    return loss_scalarization("uw", weights, init=init, num_tasks=num_tasks)

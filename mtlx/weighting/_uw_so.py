@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtlx._src import builders
-
-DEFAULT_EPS = 1e-8  # the authors' code: batch_weight = 1 / (losses.detach() + 1e-8)
+from mtlx._src import checks
+from mtlx._src.tolerances import REFERENCE_EPS
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def _check_hyperparameter(value: jax.typing.ArrayLike, what: str, *, allow_zero: bool) -> None:
-    if isinstance(value, jax.core.Tracer):
+    if checks.is_traced(value):
         return  # injected hyperparameters (optax.inject_hyperparams) are checked by their owner
     v = np.asarray(value)
     if v.ndim != 0 or not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
@@ -21,7 +22,16 @@ def _check_hyperparameter(value: jax.typing.ArrayLike, what: str, *, allow_zero:
         raise ValueError(f"{what} must be a finite scalar {bound}; got {value!r}.")
 
 
-def uw_o_weights(task_losses: jax.Array, eps: jax.typing.ArrayLike = DEFAULT_EPS) -> jax.Array:
+def _loss_weighting(name: str, weights_of) -> WeightingTransformation:
+    """The stateless scalarization ``w = weights_of(losses)`` (heads weighted too)."""
+
+    def weights(stats: Stats, state: optax.EmptyState) -> tuple[jax.Array, optax.EmptyState]:
+        return weights_of(stats.losses), state
+
+    return loss_scalarization(name, weights)
+
+
+def uw_o_weights(task_losses: jax.Array, eps: jax.typing.ArrayLike = REFERENCE_EPS) -> jax.Array:
     r"""UW-O weights :math:`w_t = 1 / (\mathrm{sg}[L_t] + \epsilon)`, shape ``(T,)``.
 
     The closed-form minimiser :math:`\sigma_t = L_t` of the uncertainty-weighting objective
@@ -37,7 +47,7 @@ def uw_o_weights(task_losses: jax.Array, eps: jax.typing.ArrayLike = DEFAULT_EPS
 def uw_so_weights(
     task_losses: jax.Array,
     temperature: jax.typing.ArrayLike = 1.0,
-    eps: jax.typing.ArrayLike = DEFAULT_EPS,
+    eps: jax.typing.ArrayLike = REFERENCE_EPS,
 ) -> jax.Array:
     r"""UW-SO weights :math:`w = \mathrm{softmax}\big(1 / (\tau (\mathrm{sg}[L] + \epsilon))\big)`.
 
@@ -49,8 +59,8 @@ def uw_so_weights(
 
 
 def uw_so(
-    temperature: jax.typing.ArrayLike = 1.0, eps: jax.typing.ArrayLike = DEFAULT_EPS
-) -> optax.GradientTransformationExtraArgs:
+    temperature: jax.typing.ArrayLike = 1.0, eps: jax.typing.ArrayLike = REFERENCE_EPS
+) -> WeightingTransformation:
     r"""Soft optimal uncertainty weighting (UW-SO), Kirchdorfer et al. (GCPR 2024).
 
     Uncertainty weighting's objective :math:`\sum_t L_t/\sigma_t + \log\sigma_t` is minimised in
@@ -87,13 +97,10 @@ def uw_so(
     _check_hyperparameter(temperature, "temperature", allow_zero=False)
     _check_hyperparameter(eps, "eps", allow_zero=False)
 
-    def weights_fn(task_losses, state):
-        return uw_so_weights(task_losses, temperature, eps), state
-
-    return builders.loss_weighting(weights_fn, name="uw_so", needs_losses=True)
+    return _loss_weighting("uw_so", lambda losses: uw_so_weights(losses, temperature, eps))
 
 
-def uw_o(eps: jax.typing.ArrayLike = DEFAULT_EPS) -> optax.GradientTransformationExtraArgs:
+def uw_o(eps: jax.typing.ArrayLike = REFERENCE_EPS) -> WeightingTransformation:
     r"""Optimal uncertainty weighting (UW-O), Kirchdorfer et al. (GCPR 2024): UW-SO without softmax.
 
     .. math:: w_t = \frac{1}{\mathrm{sg}[L_t] + \epsilon}, \qquad
@@ -123,7 +130,4 @@ def uw_o(eps: jax.typing.ArrayLike = DEFAULT_EPS) -> optax.GradientTransformatio
     """
     _check_hyperparameter(eps, "eps", allow_zero=False)
 
-    def weights_fn(task_losses, state):
-        return uw_o_weights(task_losses, eps), state
-
-    return builders.loss_weighting(weights_fn, name="uw_o", needs_losses=True)
+    return _loss_weighting("uw_o", lambda losses: uw_o_weights(losses, eps))

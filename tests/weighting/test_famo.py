@@ -13,8 +13,8 @@ T = 3
 
 
 @functools.cache
-def _run(w_lr=0.025, gamma=1e-3):
-    tx = mtlx.famo(T, gamma=gamma, w_lr=w_lr)
+def _run(learning_rate=0.025, gamma=1e-3):
+    tx = mtlx.famo(T, gamma=gamma, learning_rate=learning_rate)
 
     @jax.jit
     def run(losses):
@@ -73,8 +73,8 @@ def test_a_task_whose_loss_stalls_gains_weight():
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="min_losses"):
         mtlx.famo(3, min_losses=jnp.zeros(2))
-    with pytest.raises(ValueError, match="w_lr"):
-        mtlx.famo(3, w_lr=-1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        mtlx.famo(3, learning_rate=-1.0)
     tx = mtlx.famo(2, min_losses=jnp.array([0.5, 0.0]))
     with pytest.raises(ValueError, match="min_losses"):
         tx.update(jnp.eye(2), tx.init(None), None, task_losses=jnp.array([0.1, 1.0]))

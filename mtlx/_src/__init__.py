@@ -1,1 +1,1 @@
-"""mtlx's private core: Jacobian types, Gramian linear algebra, T x T solvers, transform builders."""
+"""mtlx's private core: Jacobian types, the weighting value and its builder, Gramian algebra, solvers."""

@@ -221,12 +221,14 @@ class Rows(NamedTuple):
       shared_mask: one bool per leaf, True for shared leaves.
       losses: ``(T,)`` task losses or ``None``.
       num_tasks: T.
+      treedef: the params' tree structure (layer names, per-task state of the same structure).
     """
 
     leaves: list[jax.Array]
     shared_mask: tuple[bool, ...]
     losses: jax.Array | None
     num_tasks: int
+    treedef: Any = None
 
     @property
     def shared(self) -> list[jax.Array]:
@@ -238,7 +240,7 @@ RowsFn = Callable[[Rows, State], tuple[Sequence[jax.Array], State]]
 
 def rows_of(jac: jacobians.Jacobian, losses: jax.Array | None) -> Rows:
     """The :class:`Rows` of ``jac`` (computed here: T backward passes for the engine's Jacobian)."""
-    return Rows(jax.tree.leaves(jac.rows()), jac.shared_mask, losses, jac.num_tasks)
+    return Rows(jax.tree.leaves(jac.rows()), jac.shared_mask, losses, jac.num_tasks, jac.treedef)
 
 
 def rows_transform(

@@ -6,13 +6,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtlx._src import checks
 from mtlx._src.methods import state_dtype, uniform_weights
-from mtlx._src.rows import check_per_task, combine_own, per_task_zeros
+from mtlx._src.rows import check_per_task, per_task_zeros
 from mtlx._src.tolerances import ADAGRAD_EPS
-from mtlx._src.weighting import Rows, rows_transform
+from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 PyTree = Any
 
@@ -89,7 +88,7 @@ def excess_mtl(
     num_tasks: int,
     learning_rate: jax.typing.ArrayLike = 1.0,
     n_warmup_steps: int = 0,
-) -> optax.GradientTransformationExtraArgs:
+) -> WeightingTransformation:
     r"""ExcessMTL (He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024).
 
     Task weights follow an exponentiated-gradient ascent on per-task *excess risks* (the distance
@@ -148,7 +147,8 @@ def excess_mtl(
             warmup_sum=zeros,
         )
 
-    def update_rows(rows: Rows, state: ExcessMTLState) -> tuple[list[jax.Array], ExcessMTLState]:
+    def weights(stats: Stats, state: ExcessMTLState) -> tuple[jax.Array, ExcessMTLState]:
+        rows = stats.rows
         check_per_task(state.sq_grad_sum, rows, "excess_mtl")
         # Task-specific leaves keep their own gradient and stay out of the excess risks.
         shared_rows = [x if s else jnp.zeros_like(x) for x, s in zip(rows.leaves, rows.shared_mask)]
@@ -160,6 +160,10 @@ def excess_mtl(
             robust_step_size=learning_rate,
             n_warmup_steps=n_warmup_steps,
         )
-        return combine_own(rows, w), new_state
+        return w, new_state
 
-    return rows_transform(update_rows, name="excess_mtl", init=init, num_tasks=num_tasks)
+    # A weighting that reads the rows: the builder materialises them once, and combines them with
+    # these weights (heads keep their own gradient); CR-MOGM can smooth the weights.
+    return as_transform(
+        Weighting("excess_mtl", weights, init=init, reads="rows", num_tasks=num_tasks)
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -178,9 +177,8 @@ def _per_layer_transform(
 ) -> optax.GradientTransformationExtraArgs:
     """GradVac on each layer's rows: one Gramian and one set of targets per layer."""
 
-    def update_rows(
-        leaf_layers: list[int], num_layers: int, rows: Rows, state: GradVacState
-    ) -> tuple[list[jax.Array], GradVacState]:
+    def update_rows(rows: Rows, state: GradVacState) -> tuple[list[jax.Array], GradVacState]:
+        leaf_layers, num_layers = layer_ids(jax.tree.unflatten(rows.treedef, rows.shared_mask))
         if num_layers != state.targets.shape[0]:
             raise ValueError(
                 f"the Jacobian has {num_layers} layers but gradvac's state was initialized for "
@@ -202,14 +200,5 @@ def _per_layer_transform(
         new_state = GradVacState(targets=targets.astype(state.targets.dtype), key=next_key)
         return with_heads(rows, shared_out), new_state
 
-    def update_fn(updates, state, params=None, **extra_args):
-        # The layers are read from the Jacobian's tree structure, then the rows go through the
-        # shared prologue of the row methods.
-        jac = jacobians.as_jacobian(updates)
-        layers = layer_ids(jax.tree.unflatten(jac.treedef, jac.shared_mask))
-        by_layer = rows_transform(
-            functools.partial(update_rows, *layers), name="gradvac", init=init, num_tasks=num_tasks
-        )
-        return by_layer.update(jac, state, params, **extra_args)
+    return rows_transform(update_rows, name="gradvac", init=init, num_tasks=num_tasks)
 
-    return optax.GradientTransformationExtraArgs(init, update_fn)

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
+from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.methods import loss_scalarization
+from mtlx._src.weighting import Stats, WeightingTransformation
 
 
 def imtl_l_weights(log_scales: jax.Array) -> jax.Array:
@@ -37,22 +39,10 @@ class IMTLLState(NamedTuple):
     scale_opt_state: Any  # state of the optimizer that learns s
 
 
-def step_scales(
-    optimizer: optax.GradientTransformation, state: IMTLLState, gradient: jax.Array
-) -> IMTLLState:
-    """One optimizer step on the log-scales, keeping the state's dtypes."""
-    gradient = gradient.astype(state.log_scales.dtype)
-    updates, opt_state = optimizer.update(gradient, state.scale_opt_state, state.log_scales)
-    log_scales = optax.apply_updates(state.log_scales, updates).astype(state.log_scales.dtype)
-    opt_state = jax.tree.map(
-        lambda new, old: new.astype(old.dtype), opt_state, state.scale_opt_state
-    )
-    return IMTLLState(log_scales=log_scales, scale_opt_state=opt_state)
-
-
 def init_scales(num_tasks: int, optimizer: optax.GradientTransformation) -> IMTLLState:
-    log_scales = jnp.zeros((num_tasks,))
-    return IMTLLState(log_scales=log_scales, scale_opt_state=optimizer.init(log_scales))
+    """The scales at :math:`s = 0` (weights 1) and their optimizer's state."""
+    log_scales, opt_state = init_learned(optimizer, jnp.zeros((num_tasks,)))
+    return IMTLLState(log_scales=log_scales, scale_opt_state=opt_state)
 
 
 def imtl_l(
@@ -104,16 +94,7 @@ def imtl_l(
         losses = stats.losses
         w = imtl_l_weights(state.log_scales)
         gradient = imtl_l_scale_gradient(state.log_scales, losses.astype(state.log_scales.dtype))
-        return w.astype(losses.dtype), step_scales(opt, state, gradient)
+        log_scales, opt_state = step_learned(opt, state.log_scales, state.scale_opt_state, gradient)
+        return w.astype(losses.dtype), IMTLLState(log_scales, opt_state)
 
-    return as_transform(
-        Weighting(
-            "imtl_l",
-            weights,
-            init=init,
-            reads="losses",
-            needs_losses=True,
-            task_specific="weighted",
-            num_tasks=num_tasks,
-        )
-    )
+    return loss_scalarization("imtl_l", weights, init=init, num_tasks=num_tasks)

@@ -47,11 +47,5 @@ def rgw(
       Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task
       Learning", TMLR 2022 (arXiv:2111.10603).
     """
-    return random_weighting(
-        name="rgw",
-        task_specific="own",
-        distribution=distribution,
-        seed=seed,
-        concentration=concentration,
-        num_tasks=num_tasks,
-    )
+    # Heads keep their own task's gradient: the only difference from RLW.
+    return random_weighting("rgw", "own", distribution, seed, concentration, num_tasks)

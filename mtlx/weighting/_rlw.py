@@ -156,7 +156,6 @@ def _draw(
 
 
 def random_weighting(
-    *,
     name: str,
     task_specific: jacobians.TaskSpecificMode,
     distribution: Distribution,
@@ -302,11 +301,4 @@ def rlw(
       Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task
       Learning", TMLR 2022 (arXiv:2111.10603).
     """
-    return random_weighting(
-        name="rlw",
-        task_specific="weighted",
-        distribution=distribution,
-        seed=seed,
-        concentration=concentration,
-        num_tasks=num_tasks,
-    )
+    return random_weighting("rlw", "weighted", distribution, seed, concentration, num_tasks)

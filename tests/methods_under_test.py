@@ -17,7 +17,14 @@ Fields:
   layout_invariant: the update does not depend on how the parameters are split into leaves
     (False for per-coordinate random draws, GradDrop: there it holds in law only).
   gramian: the method is a function of the Gramian (and losses) only; it accepts ``gramian=``.
+  weighting: the update is a weighting sum_t w_t J_t (a Gramian, loss or rows-reading method):
+    the transform carries its ``.weighting`` value and ``mtlx.cr_mogm`` can wrap it.
+  static_args: extra arguments ``optax.inject_hyperparams`` must keep static (beyond
+    :func:`static_args`' rule: ints that size shapes or loops, seeds, callables, wrapped methods).
+  dtypes: the Jacobian dtypes the method must accept (update in that dtype, finite).
 """
+
+import inspect
 
 METHODS_UNDER_TEST = [
     dict(name="ew", kwargs={}, permutation_invariant=True, homogeneous=True),
@@ -56,7 +63,14 @@ METHODS_UNDER_TEST = [
     dict(name="excess_mtl", kwargs={}, per_num_tasks=True, permutation_invariant=True),
     dict(name="modo", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
     dict(name="sdmgrad", kwargs={}, per_num_tasks=True, permutation_invariant=True, gramian=True),
-    dict(name="moco", kwargs={}, needs_losses=True, per_num_tasks=True, permutation_invariant=True),
+    dict(
+        name="moco",  # combines tracked gradients, not the rows
+        kwargs={},
+        needs_losses=True,
+        per_num_tasks=True,
+        permutation_invariant=True,
+        weighting=False,
+    ),
     dict(
         name="cr_mogm",
         kwargs={"weighting": "mgda"},  # make() turns the name into mtlx.mgda()
@@ -104,6 +118,7 @@ METHODS_UNDER_TEST = [
     dict(
         name="db_mtl",  # its state holds per-task gradients: init needs the right params
         kwargs={},
+        weighting=False,
         needs_losses=True,
         per_num_tasks=True,
         permutation_invariant=True,
@@ -140,9 +155,10 @@ METHODS_UNDER_TEST = [
         homogeneous=True,
         gramian=True,
     ),
-    dict(name="graddrop", kwargs={}, layout_invariant=False, homogeneous=True),
+    dict(name="graddrop", kwargs={}, layout_invariant=False, homogeneous=True, weighting=False),
     dict(
         name="trimmed_mean",
+        weighting=False,
         kwargs={"trim_number": 0},
         permutation_invariant=True,
         homogeneous=True,
@@ -179,7 +195,12 @@ DEFAULTS = dict(
     gramian=False,
     min_tasks=1,
     layout_invariant=True,
+    weighting=True,
+    static_args=(),
+    dtypes=("float32", "bfloat16"),
 )
+# Arguments that are never numeric hyperparameters, whatever their value.
+_ALWAYS_STATIC = ("num_tasks", "weighting", "n_byzantine", "trim_number")
 
 
 def entries():
@@ -190,8 +211,34 @@ def ids():
     return [entry["name"] for entry in METHODS_UNDER_TEST]
 
 
+def static_args(entry):
+    """What ``optax.inject_hyperparams`` must keep static for ``entry``'s factory.
+
+    The rule: arguments whose default is an int (loop bounds, step counts, seeds) or a callable
+    (inner optimizers), the ones in ``_ALWAYS_STATIC``, and the entry's own ``static_args``.
+    """
+    import mtlx
+
+    parameters = inspect.signature(getattr(mtlx, entry["name"])).parameters
+    rule = [
+        name
+        for name, p in parameters.items()
+        if name in _ALWAYS_STATIC
+        or (isinstance(p.default, int) and not isinstance(p.default, bool))
+        or (p.default is not p.empty and callable(p.default))
+    ]
+    return tuple(dict.fromkeys([*rule, *entry["static_args"]]))
+
+
 def make(entry, num_tasks):
     """The transform of ``entry`` for ``num_tasks`` tasks."""
+    import mtlx
+
+    return getattr(mtlx, entry["name"])(**make_kwargs(entry, num_tasks))
+
+
+def make_kwargs(entry, num_tasks):
+    """The factory arguments of ``entry`` for ``num_tasks`` tasks."""
     import jax.numpy as jnp
 
     import mtlx
@@ -205,4 +252,4 @@ def make(entry, num_tasks):
         kwargs["pref_vector"] = jnp.linspace(0.5, 1.5, num_tasks)
     if entry["per_num_tasks"]:
         kwargs["num_tasks"] = num_tasks
-    return getattr(mtlx, entry["name"])(**kwargs)
+    return kwargs

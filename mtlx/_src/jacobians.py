@@ -27,7 +27,7 @@ PyTree = Any
 TaskSpecificMode = Literal["own", "weighted"]
 # How task-specific leaves are combined: "own" (each its own task's gradient), "weighted" (the
 # same weights as the shared leaves), or a (T,) array of their own weights.
-TaskSpecific = Any
+TaskSpecific = TaskSpecificMode | jax.Array
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -348,10 +348,6 @@ def as_jacobian(jac: Jacobian | PyTree) -> Jacobian:
     if isinstance(jac, Jacobian):
         return jac
     return StackedJacobian(jac)
-
-
-def num_tasks_of(jac: Jacobian | PyTree) -> int:
-    return as_jacobian(jac).num_tasks
 
 
 def check_task_losses(task_losses: Any, num_tasks: int, *, required: bool, method: str) -> Any:

@@ -108,8 +108,8 @@ class Weighting:
     def __post_init__(self):
         if self.reads not in ("nothing", "losses", "gramian", "rows"):
             raise ValueError(
-                f"Weighting {self.name!r}: reads must be 'nothing', 'losses', 'gramian' or 'rows'; got "
-                f"{self.reads!r}."
+                f"Weighting {self.name!r}: reads must be 'nothing', 'losses', 'gramian' or "
+                f"'rows'; got {self.reads!r}."
             )
         if self.task_specific not in ("own", "weighted"):
             raise ValueError(
@@ -119,7 +119,9 @@ class Weighting:
         if self.num_tasks is not None and (
             not isinstance(self.num_tasks, int) or self.num_tasks < 1
         ):
-            raise ValueError(f"mtlx.{self.name} needs num_tasks, a positive int; got {self.num_tasks!r}.")
+            raise ValueError(
+                f"mtlx.{self.name} needs num_tasks, a positive int; got {self.num_tasks!r}."
+            )
 
 
 class WeightingTransformation(optax.GradientTransformationExtraArgs):
@@ -210,7 +212,9 @@ def weighting_of(method: Any) -> Weighting | None:
     """The :class:`Weighting` behind ``method`` (a value or its transform), else ``None``."""
     if isinstance(method, Weighting):
         return method
-    return getattr(method, "weighting", None) if isinstance(method, optax.GradientTransformation) else None
+    if isinstance(method, optax.GradientTransformation):
+        return getattr(method, "weighting", None)
+    return None
 
 
 class Rows(NamedTuple):

@@ -159,9 +159,7 @@ def cr_mogm(
         start = jnp.zeros((num_tasks,), dtype) if initial is None else initial.astype(dtype)
         return CRMOGMState(count=jnp.zeros((), jnp.int32), weights=start, inner=inner.init(params))
 
-    def weights(
-        stats: Stats, state: CRMOGMState
-    ) -> tuple[jax.Array | TaskWeights, CRMOGMState]:
+    def weights(stats: Stats, state: CRMOGMState) -> tuple[jax.Array | TaskWeights, CRMOGMState]:
         new_weights, inner_state = inner.weights(stats, state.inner)
         heads = None
         if isinstance(new_weights, TaskWeights):

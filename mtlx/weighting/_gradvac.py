@@ -201,4 +201,3 @@ def _per_layer_transform(
         return with_heads(rows, shared_out), new_state
 
     return rows_transform(update_rows, name="gradvac", init=init, num_tasks=num_tasks)
-

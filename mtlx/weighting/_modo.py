@@ -105,6 +105,4 @@ def modo(
         w = modo_weights(gramian, state.weights, gamma=learning_rate, rho=rho)
         return w, MoDoState(weights=w.astype(state.weights.dtype))
 
-    return as_transform(
-        Weighting("modo", weights, init=init, reads="gramian", num_tasks=num_tasks)
-    )
+    return as_transform(Weighting("modo", weights, init=init, reads="gramian", num_tasks=num_tasks))

@@ -6,6 +6,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
 from mtlx._src import prng
 from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 
 from mtlx._src import checks
-from mtlx._src.tolerances import REFERENCE_EPS
 from mtlx._src.methods import loss_scalarization
+from mtlx._src.tolerances import REFERENCE_EPS
 from mtlx._src.weighting import Stats, WeightingTransformation
 
 

@@ -183,6 +183,9 @@ METHODS_UNDER_TEST = [
     # The update scales as c^((1 - alpha) / (1 + alpha)): not homogeneous. Non-conflicting only
     # where G w = w^(-1/alpha) has a positive root (not when 0 is in the rows' conic hull).
     dict(name="fairgrad", kwargs={}, permutation_invariant=True, gramian=True),
+    # adatask / scale_by_adatask are absent on purpose: AdaTask is a complete optimizer (per-task
+    # Adam moments), not a weighting, and the contract here chains a weighting before an optax
+    # optimizer. tests/weighting/test_adatask.py covers it.
 ]
 
 DEFAULTS = dict(

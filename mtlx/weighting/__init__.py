@@ -8,6 +8,7 @@ from mtlx._src.weighting import (
     WeightingTransformation,
     as_transform,
 )
+from mtlx.weighting._adatask import ScaleByAdaTaskState, adatask, scale_by_adatask
 from mtlx.weighting._aligned_mtl import aligned_mtl, aligned_mtl_weights
 from mtlx.weighting._cagrad import cagrad, cagrad_weights
 from mtlx.weighting._config import config, config_weights

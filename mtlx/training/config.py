@@ -196,6 +196,16 @@ def make_model(
 
 def make_tx(config: TrainConfig, num_tasks: int) -> optax.GradientTransformation:
     """``optax.chain(method, optimizer)`` from the config (the method's default seed: config.seed)."""
+    if config.optimizer == "adatask":
+        # AdaTask is a complete optimizer over the Jacobian (per-task Adam moments): the chain is
+        # mtlx.adatask alone, and the method may only be the plain sum it replaces.
+        if canonical_method_name(config.method) not in ("ew", "mean"):
+            raise ValueError(
+                "optimizer='adatask' replaces both the weighting method and the optimizer (AdaTask "
+                "keeps per-task Adam moments of the Jacobian's rows): set method='ew' (or 'mean'); "
+                f"got method={config.method!r}."
+            )
+        return mtlx.adatask(config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs)
     method_kwargs = dict(config.method_kwargs)
     factory = getattr(mtlx, canonical_method_name(config.method), None)
     if factory is not None and "seed" in inspect.signature(factory).parameters:

@@ -138,11 +138,6 @@ def scale_by_adatask(
     inner = rows_transform(update_rows, name="adatask", init=init, num_tasks=num_tasks)
 
     def update(updates, state, params=None, **extra_args):
-        if not isinstance(state, ScaleByAdaTaskState):
-            raise TypeError(
-                f"mtlx.adatask's state is a ScaleByAdaTaskState (from tx.init); got "
-                f"{type(state).__name__}."
-            )
         if not isinstance(updates, jacobians.Jacobian):
             got = [tuple(jnp.shape(x)) for x in jax.tree.leaves(updates)]
             expected = [tuple(jnp.shape(x)) for x in jax.tree.leaves(state.mu)]

@@ -86,7 +86,9 @@ EXTRA_KWARGS = {
     "pbi": lambda t: {"pref_vector": jnp.full((t,), 1.0 / t)},
     "cosmos": lambda t: {"pref_vector": jnp.full((t,), 1.0 / t)},
 }
-NOT_METHODS = {"cr_mogm", "conflict_monitor"}  # a wrapper; an identity statistics transform
+NOT_METHODS = {  # a wrapper, an identity statistics transform, a builder, pre-method rows, optimizers
+    "cr_mogm", "conflict_monitor", "as_transform", "random_row_weights", "adatask", "scale_by_adatask",
+}  # fmt: skip
 
 
 def public_methods() -> list[str]:

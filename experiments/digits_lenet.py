@@ -20,7 +20,6 @@ def get_config() -> TrainConfig:
         model_kwargs={},
         num_steps=600,
         steps_per_call=10,
-        baselines=None,  # the default baselines are the MLP's
     )
 
 

@@ -1,7 +1,8 @@
 """Train a multi-task model with one or more mtlx methods: ``python -m mtlx.train --help``.
 
 The default run trains on Multi-Digits (offline, bundled with scikit-learn) and prints one row of
-per-task test metrics per method::
+per-task test metrics per method, and Δm against single-task baselines (each task trained alone
+with the same model and budget, first; ``--baselines FILE`` reuses saved ones)::
 
   python -m mtlx.train --method ew rlw pcgrad mgda uw_so
 
@@ -10,8 +11,11 @@ A benchmark config (``experiments/<dataset>_<model>.py``, a ``get_config()`` ret
 
   python -m mtlx.train --config experiments/multi_mnist_lenet.py --method upgrad --steps 2000
 
-Any method on the ``mtlx`` module works (``--method cagrad --method-kwargs '{"c": 0.4}'``), and
-any optax optimizer (``--optimizer sgd --lr 0.1``). With ``--workdir`` each method writes JSON-lines
+Any method on the ``mtlx`` module works (``--method cagrad --method-kwargs '{"c": 0.4}'``), any
+registered dataset (``--dataset yeast``, ``--dataset cifar10_corrupted --dataset-kwargs
+corruption=fog``) and any optax optimizer (``--optimizer sgd --learning-rate 0.1
+--optimizer-kwargs momentum=0.9``; ``signum``, ``sign_sgd``, ``adamw``, ...). Keyword-argument
+flags take a JSON object or ``key=value`` pairs. With ``--workdir`` each method writes JSON-lines
 logs to ``<workdir>/<method>/log.jsonl``, and with ``--checkpoint-every`` orbax checkpoints that a
 rerun of the same command resumes from, bit-exactly.
 """
@@ -26,7 +30,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from mtlx.data import dataset_names
+
 DEFAULT_METHODS = ("ew",)
+# --baselines auto trains single-task baselines only up to this many tasks (one run per task).
+MAX_AUTO_BASELINE_TASKS = 16
 
 
 def _load_config_file(path: str):
@@ -46,15 +54,39 @@ def _load_config_file(path: str):
 
 
 def _json_arg(text: str) -> dict[str, Any]:
+    """A JSON object (``'{"c": 0.4}'``) or one ``key=value`` pair (the value read as JSON when it
+    parses: ``momentum=0.9``, ``nesterov=true``, ``hidden=[32,32]``; else as a string)."""
+    text = text.strip()
+    if "=" in text and not text.startswith("{"):
+        key, _, raw = text.partition("=")
+        key = key.strip()
+        if not key.isidentifier():
+            raise argparse.ArgumentTypeError(f"not a keyword name: {key!r} in {text!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        return {key: value}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from e
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"c\": 0.4}}' or key=value pairs; got {text!r} ({e})"
+        ) from e
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
-            f"expected a JSON object like '{{\"c\": 0.4}}'; got {text!r}"
+            f"expected a JSON object like '{{\"c\": 0.4}}' or key=value pairs; got {text!r}"
         )
     return value
+
+
+def _merge(parts: Sequence[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if parts is None:
+        return None
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,14 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add = parser.add_argument
+    kwargs_help = "a JSON object or key=value pairs"
     add("--config", help="a config file with get_config() (see experiments/)", default=None)
-    add("--dataset", help="digits, multi_mnist, celeba, nyuv2, cityscapes, synthetic", default=None)
+    add(
+        "--dataset",
+        help="a registered dataset: " + ", ".join(n for n in dataset_names() if n != "synthetic"),
+        default=None,
+    )
+    add(
+        "--dataset-kwargs",
+        type=_json_arg,
+        nargs="+",
+        default=None,
+        help=f"dataset loader arguments, {kwargs_help}",
+    )
     add(
         "--model",
         help="a factory in mtlx.models (mlp_hps, lenet_hps, resnet18_hps, segnet_mtl)",
         default=None,
     )
-    add("--model-kwargs", type=_json_arg, default=None, help="JSON object of model arguments")
+    add(
+        "--model-kwargs",
+        type=_json_arg,
+        nargs="+",
+        default=None,
+        help=f"model arguments, {kwargs_help}",
+    )
     add(
         "--method",
         nargs="+",
@@ -85,18 +135,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="one or more mtlx methods (ew rlw pcgrad mgda uw_so upgrad ...); one run each "
         f"(default: the config's, {DEFAULT_METHODS[0]})",
     )
-    add("--method-kwargs", type=_json_arg, default=None, help="JSON object of method arguments")
-    add("--optimizer", default=None, help="an optax optimizer name (adam, sgd, adamw, ...)")
-    add("--lr", type=float, default=None, help="learning rate")
+    add(
+        "--method-kwargs",
+        type=_json_arg,
+        nargs="+",
+        default=None,
+        help=f"method arguments, {kwargs_help}",
+    )
+    add(
+        "--optimizer",
+        default=None,
+        help="an optax optimizer name (adam, sgd, signum, sign_sgd, adamw, ...)",
+    )
+    add("--learning-rate", "--lr", dest="lr", type=float, default=None, help="learning rate")
     add(
         "--optimizer-kwargs",
         type=_json_arg,
+        nargs="+",
         default=None,
-        help="JSON object of optimizer arguments",
+        help=f"optimizer arguments, {kwargs_help} (e.g. momentum=0.9 for sgd)",
     )
     add("--batch-size", type=int, default=None)
     add("--steps", type=int, default=None, help="optimizer steps")
-    add("--steps-per-call", type=int, default=None, help="steps scanned per jitted call")
+    add("--steps-per-call", type=int, default=None, help="steps per device call (one host sync)")
+    add(
+        "--no-scan",
+        action="store_true",
+        help="run a call's steps as separate jitted steps instead of one lax.scan (faster for "
+        "convolutional models on CPU)",
+    )
     add("--eval-every", type=int, default=None, help="evaluate every N steps (0: at the end)")
     add("--log-every", type=int, default=None, help="log every N steps")
     add("--seed", type=int, default=None)
@@ -106,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num-devices", type=int, default=None, help="data-parallel devices (mesh)")
     add("--task-devices", type=int, default=None, help="devices on the Jacobian's task axis")
     add("--chunk-size", type=int, default=None, help="Jacobian rows live at once")
+    add(
+        "--baselines",
+        default="auto",
+        metavar="{auto,train,none,FILE}",
+        help="single-task baselines for Δm: auto (the config's, else train each task alone "
+        f"when there are at most {MAX_AUTO_BASELINE_TASKS} tasks), train, none, or a JSON file "
+        "from --save-baselines",
+    )
+    add("--save-baselines", default=None, metavar="FILE", help="write the baselines used to FILE")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--json", action="store_true", help="print the results as JSON lines instead of a table")
     return parser
@@ -113,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _OVERRIDES = {
     "dataset": "dataset",
+    "dataset_kwargs": "dataset_kwargs",
     "model": "model",
     "model_kwargs": "model_kwargs",
     "method_kwargs": "method_kwargs",
@@ -138,17 +215,27 @@ def configs_from_args(args: argparse.Namespace) -> list:
     from mtlx.training import config as config_lib
 
     base = _load_config_file(args.config) if args.config else TrainConfig()
+    for name in ("dataset_kwargs", "model_kwargs", "method_kwargs", "optimizer_kwargs"):
+        setattr(args, name, _merge(getattr(args, name)))
     changes = {field: getattr(args, arg) for arg, field in _OVERRIDES.items()}
     changes = {k: v for k, v in changes.items() if v is not None}
-    if args.dataset is not None and args.dataset != base.dataset and args.config is None:
-        changes.setdefault("dataset_kwargs", {})
-        changes.setdefault("baselines", None)  # the default baselines are Multi-Digits'
+    if args.dataset is not None and args.dataset != base.dataset:
+        if args.dataset not in dataset_names():
+            raise ValueError(
+                f"unknown dataset {args.dataset!r}; choose from {', '.join(dataset_names())}."
+            )
+        changes.setdefault("dataset_kwargs", {})  # the config's arguments are its dataset's
+        changes.setdefault("baselines", None)  # and so are its baselines
+    if args.optimizer is not None and args.optimizer != base.optimizer:
+        changes.setdefault("optimizer_kwargs", {})  # the config's belong to its optimizer
     if args.model is not None and args.model != base.model and args.model_kwargs is None:
         changes["model_kwargs"] = {}  # the config's model arguments belong to its own model
     if args.steps is not None and args.steps_per_call is None and args.steps % base.steps_per_call:
         changes["steps_per_call"] = 1
     if args.no_resume:
         changes["resume"] = False
+    if args.no_scan:
+        changes["scan"] = False
     if args.no_progress:
         changes["progress"] = False
     base = base.replace(**changes)
@@ -159,6 +246,36 @@ def configs_from_args(args: argparse.Namespace) -> list:
         workdir = None if args.workdir is None else os.path.join(args.workdir, name)
         configs.append(base.replace(method=name, workdir=workdir).validate())
     return configs
+
+
+def resolve_baselines(args: argparse.Namespace, config: Any) -> dict[str, dict[str, float]] | None:
+    """The single-task baselines ``--baselines`` asks for (training them if needed), or None."""
+    from mtlx.training import datasets, load_baselines, single_task_baselines
+
+    choice = args.baselines
+    if choice == "none":
+        return None
+    if choice not in ("auto", "train"):
+        return load_baselines(choice)
+    if choice == "auto" and config.baselines:
+        return dict(config.baselines)
+    ds = datasets.load(config.dataset, **config.dataset_kwargs)
+    num_tasks = len(ds.tasks)
+    if choice == "auto" and num_tasks > MAX_AUTO_BASELINE_TASKS:
+        print(
+            f"no Δm: {num_tasks} tasks would need {num_tasks} single-task runs; pass "
+            "--baselines train (or --baselines FILE) to get it.",
+            file=sys.stderr,
+        )
+        return None
+    print(
+        f"training {num_tasks} single-task baselines for Δm (each task alone: scalarization with "
+        "a one-hot weight, same model and budget; --baselines none skips this)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    workdir = None if args.workdir is None else os.path.join(args.workdir, "single_task")
+    return single_task_baselines(config, dataset=ds, workdir=workdir)
 
 
 def format_table(results: Sequence) -> str:
@@ -188,7 +305,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from mtlx.training import train
+    from mtlx.training import DELTA_M_CONVENTION, save_baselines, train
+
+    try:
+        baselines = resolve_baselines(args, configs[0])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    configs = [c.replace(baselines=baselines) for c in configs]
+    if args.save_baselines and baselines:
+        save_baselines(args.save_baselines, baselines, config=configs[0])
+    if args.json and baselines:
+        print(json.dumps({"baselines": baselines}), flush=True)
 
     results = []
     for config in configs:
@@ -213,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{c.num_steps} steps of batch {c.batch_size}, seed {c.seed}; test set:"
         )
         print(format_table(results))
+        if baselines:
+            base = ", ".join(
+                f"{t} {m} {v:.4f}" for t, ms in baselines.items() for m, v in ms.items()
+            )
+            print(f"\nSingle-task baselines: {base}.\n{DELTA_M_CONVENTION}")
     return 0
 
 

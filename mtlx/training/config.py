@@ -26,20 +26,27 @@ class TrainConfig:
     """Everything that defines a training run (the defaults: Multi-Digits, an MLP, EW, Adam).
 
     Attributes:
-      dataset: a name known to :mod:`mtlx.training.datasets` (``"digits"``, ``"multi_mnist"``,
-        ``"celeba"``, ``"nyuv2"``, ``"cityscapes"``, ``"synthetic"``).
+      dataset: a registered dataset (:func:`mtlx.data.dataset_names`: ``"digits"``, ``"yeast"``,
+        ``"multi_mnist"``, ``"celeba"``, ``"cifar10_corrupted"``, ``"nyuv2"``, ``"cityscapes"``,
+        ``"synthetic"``).
       dataset_kwargs: keyword arguments of the dataset loader.
-      model: a factory in :mod:`mtlx.models`; ``num_tasks`` is passed when it takes one.
+      model: a factory in :mod:`mtlx.models`; ``num_tasks``, the input size and the tasks'
+        output size are passed when it takes them (see :func:`make_model`).
       model_kwargs: its other keyword arguments.
       method: an mtlx method factory name (``"ew"``, ``"pcgrad"``, ``"uw_so"``; ``"UW-SO"`` works).
       method_kwargs: its keyword arguments; ``num_tasks`` is passed when it takes one.
-      optimizer: an optax optimizer name, called as ``optax.<name>(learning_rate, **kwargs)``.
+      optimizer: an optax optimizer name, called as ``optax.<name>(learning_rate, **kwargs)``
+        (``"adam"``, ``"sgd"`` with ``momentum``, ``"signum"``, ``"sign_sgd"``, ``"adamw"``, ...).
       learning_rate: the optimizer's learning rate.
       optimizer_kwargs: its other keyword arguments.
       batch_size: training examples per step (divisible by the data-parallel devices).
       eval_batch_size: evaluation examples per batch.
       num_steps: optimizer steps in the run.
-      steps_per_call: steps scanned in one jitted call; ``num_steps`` must be a multiple of it.
+      steps_per_call: steps run per call to the device (one host sync); ``num_steps`` must be a
+        multiple of it.
+      scan: run a call's steps as one ``jax.lax.scan`` (``False``: as that many calls of the
+        jitted single step; faster for convolutional models on CPU, see
+        :func:`~mtlx.training.make_train_step`).
       eval_every: evaluate every this many steps (0: only at the end).
       log_every: write a JSON-lines record every this many steps.
       checkpoint_every: save a checkpoint every this many steps (0: none; only with a
@@ -50,8 +57,12 @@ class TrainConfig:
       num_devices: data-parallel devices (``None``: no mesh, the default device).
       task_devices: devices along the mesh's task axis (Jacobian rows split over them).
       chunk_size: Jacobian rows live at once (see :func:`mtlx.value_and_jacobian`).
-      baselines: single-task results ``{task: {metric: value}}`` for Δm (``None``: no Δm).
+      baselines: single-task results ``{task: {metric: value}}`` for Δm (``None``: no Δm;
+        :func:`mtlx.training.single_task_baselines` trains them, and the CLI does so by default).
       progress: show a progress bar.
+      random_row_weights: a distribution of :func:`mtlx.rlw_weights` (``"normal"``, ...): random
+        weights on the task losses chained before the method (:func:`mtlx.random_row_weights`,
+        Lin et al.'s "RW + method"); ``None``: none.
     """
 
     dataset: str = "digits"
@@ -67,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     num_steps: int = 1500
     steps_per_call: int = 50
+    scan: bool = True
     eval_every: int = 0
     log_every: int = 100
     checkpoint_every: int = 0
@@ -76,17 +88,21 @@ class TrainConfig:
     num_devices: int | None = None
     task_devices: int = 1
     chunk_size: int | None = None
-    # Single-task baselines of the default run (the same MLP trained by ``scalarization`` with a
-    # one-hot weight, 1500 steps, seed 0): Δm compares against them.
-    baselines: dict[str, dict[str, float]] | None = dataclasses.field(
-        default_factory=lambda: {"left": {"accuracy": 0.9755}, "right": {"accuracy": 0.9710}}
-    )
+    baselines: dict[str, dict[str, float]] | None = None
     progress: bool = True
+    random_row_weights: str | None = None
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> TrainConfig:
+        """Checks the settings; returns ``self``.
+
+        Raises:
+          ValueError: a non-positive size or count, or ``num_steps`` not a multiple of
+            ``steps_per_call``.
+        """
         for name in ("batch_size", "eval_batch_size", "num_steps", "steps_per_call"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}.")
@@ -109,11 +125,29 @@ def _with_num_tasks(factory: Callable[..., Any], kwargs: Mapping[str, Any], num_
     return kwargs
 
 
+# Transforms on mtlx that are not a method on their own: the builder of a Weighting value, and
+# random row weights, which go before a method (TrainConfig.random_row_weights).
+# AdaTask is a whole optimizer (TrainConfig.optimizer = "adatask"), not a weighting.
+_NOT_METHODS = frozenset({"as_transform", "random_row_weights", "adatask", "scale_by_adatask"})
+
+
 def method_names() -> list[str]:
     """The weighting-method factories available on the ``mtlx`` module."""
     from mtlx import weighting
 
-    return sorted(n for n in weighting.__all__ if _is_method_factory(getattr(weighting, n)))
+    return sorted(
+        n
+        for n in weighting.__all__
+        if n not in _NOT_METHODS and _is_method_factory(getattr(weighting, n))
+    )
+
+
+def factory_parameters(factory: Callable[..., Any]) -> list[str]:
+    """The argument names of a factory (``[]`` when it has no signature)."""
+    try:
+        return list(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return []
 
 
 def _is_method_factory(obj: Any) -> bool:
@@ -156,11 +190,27 @@ def make_method(name: str, num_tasks: int, **kwargs: Any) -> optax.GradientTrans
 
 
 def make_optimizer(name: str, learning_rate: float, **kwargs: Any) -> optax.GradientTransformation:
-    """``optax.<name>(learning_rate, **kwargs)``, with a clear error for an unknown name."""
-    factory = getattr(optax, name, None)
-    if factory is None or not callable(factory):
+    """``optax.<name>(learning_rate, **kwargs)``, e.g. ``make_optimizer("sgd", 0.1, momentum=0.9)``.
+
+    Raises:
+      ValueError: optax has no optimizer ``name``, or it does not take ``kwargs`` (the message
+        names the arguments it takes).
+    """
+    factory = getattr(optax, name, None) if not name.startswith("_") else None
+    if factory is None or not callable(factory) or isinstance(factory, type):
         raise ValueError(
-            f"unknown optimizer {name!r}: optax has no {name!r} (try adam, sgd, adamw)."
+            f"unknown optimizer {name!r}: optax has no {name!r} "
+            "(try adam, sgd, signum, sign_sgd, adamw, lion)."
+        )
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        parameters = {}
+    unknown = [k for k in kwargs if parameters and k not in parameters]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(
+            f"optax.{name} takes no argument {unknown}; its arguments: "
+            f"{', '.join(p for p in parameters if p != 'learning_rate')}."
         )
     return factory(learning_rate, **kwargs)
 
@@ -170,13 +220,18 @@ def make_model(
     num_tasks: int,
     seed: int,
     input_shape: tuple[int, ...] | None = None,
+    *,
+    output_sizes: Mapping[str, int | None] | None = None,
     **kwargs: Any,
 ) -> nnx.Module:
     """``mtlx.models.<name>(..., rngs=nnx.Rngs(seed))``.
 
     ``num_tasks``, and from the shape of one input example ``input_shape``, ``in_features`` (its
     size) and ``in_channels`` (its last axis), are passed when the factory takes them and
-    ``kwargs`` does not give them.
+    ``kwargs`` does not give them. With ``output_sizes`` (``{task name: output size}``, e.g.
+    ``{t.name: t.output_size for t in tasks}``), the tasks' output sizes are passed too: as
+    ``out_features`` / ``num_classes`` when all tasks share one, and as ``tasks=output_sizes`` to
+    a factory taking such a mapping (SegNet).
     """
     factory = getattr(models, name, None)
     if factory is None or not callable(factory) or name.startswith("_"):
@@ -191,11 +246,34 @@ def make_model(
             kwargs.setdefault("in_features", int(math.prod(input_shape)))
         if "in_channels" in parameters and len(input_shape) == 3:
             kwargs.setdefault("in_channels", int(input_shape[-1]))
+    if output_sizes:
+        sizes = dict(output_sizes)
+        if None not in sizes.values():
+            if len(set(sizes.values())) == 1:
+                for key in ("out_features", "num_classes"):
+                    if key in parameters:
+                        kwargs.setdefault(key, next(iter(sizes.values())))
+            if "tasks" in parameters and "tasks" not in kwargs:
+                kwargs["tasks"] = sizes
     return factory(**kwargs, rngs=nnx.Rngs(seed))
 
 
+def method_kwargs(config: TrainConfig, num_tasks: int) -> dict[str, Any]:
+    """The method's arguments: ``config.method_kwargs``, ``num_tasks`` and ``seed=config.seed``
+    where the factory takes them and the config does not give them."""
+    factory = getattr(mtlx, resolve_method_name(config.method))
+    kwargs = _with_num_tasks(factory, config.method_kwargs, num_tasks)
+    if "seed" in factory_parameters(factory):
+        kwargs.setdefault("seed", config.seed)
+    return kwargs
+
+
 def make_tx(config: TrainConfig, num_tasks: int) -> optax.GradientTransformation:
-    """``optax.chain(method, optimizer)`` from the config (the method's default seed: config.seed)."""
+    """``optax.chain([random_row_weights,] method, optimizer)`` from the config.
+
+    The method's seed defaults to ``config.seed``; with ``config.random_row_weights`` the rows are
+    scaled by random weights of that distribution before the method (Lin et al.'s "RW + method").
+    """
     if config.optimizer == "adatask":
         # AdaTask is a complete optimizer over the Jacobian (per-task Adam moments): the chain is
         # mtlx.adatask alone, and the method may only be the plain sum it replaces.
@@ -205,12 +283,19 @@ def make_tx(config: TrainConfig, num_tasks: int) -> optax.GradientTransformation
                 "keeps per-task Adam moments of the Jacobian's rows): set method='ew' (or 'mean'); "
                 f"got method={config.method!r}."
             )
+        if config.random_row_weights is not None:
+            raise ValueError(
+                "random_row_weights has no effect before AdaTask (its per-task moments undo any "
+                "per-task scale): leave random_row_weights=None with optimizer='adatask'."
+            )
         return mtlx.adatask(config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs)
-    method_kwargs = dict(config.method_kwargs)
-    factory = getattr(mtlx, canonical_method_name(config.method), None)
-    if factory is not None and "seed" in inspect.signature(factory).parameters:
-        method_kwargs.setdefault("seed", config.seed)
-    return optax.chain(
-        make_method(config.method, num_tasks, **method_kwargs),
+    method = getattr(mtlx, resolve_method_name(config.method))(**method_kwargs(config, num_tasks))
+    chain = [
+        method,
         make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs),
-    )
+    ]
+    if config.random_row_weights is not None:
+        # Its own stream: the method's seed is config.seed too, and its draws must not coincide.
+        row_seed = config.seed + 7919
+        chain.insert(0, mtlx.random_row_weights(config.random_row_weights, seed=row_seed))
+    return optax.chain(*chain)

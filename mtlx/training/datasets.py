@@ -1,24 +1,29 @@
 """Datasets by name for the trainer: the tasks, a training source and an evaluation source.
 
-``"digits"`` (Multi-Digits, offline, the default) and ``"synthetic"`` (random arrays with the
-shapes of any benchmark, for smoke tests) always work. The TFDS benchmarks (``"multi_mnist"``,
-with ``variant="fashion"`` for Multi-Fashion+MNIST; ``"celeba"``; ``"nyuv2"``; ``"cityscapes"``)
-come from :mod:`mtlx.data` loaders, which fail fast with instructions when their data is not on
-disk.
+Every dataset of :mod:`mtlx.data` is registered beside its loader (:func:`mtlx.data.register_dataset`)
+and reachable here by name (``TrainConfig.dataset``, ``python -m mtlx.train --dataset``):
+``"digits"`` (Multi-Digits, offline, the default), ``"yeast"`` (offline with the ``yeast`` extra),
+the TFDS benchmarks ``"multi_mnist"`` (``variant="fashion"`` for Multi-Fashion), ``"celeba"``,
+``"cifar10_corrupted"``, ``"nyuv2"``, ``"cityscapes"`` (they fail fast with instructions when
+their data is not on disk), and ``"synthetic"`` (random arrays shaped like any benchmark, for
+smoke tests; registered here because it draws targets from the task kinds).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mtlx import data
-from mtlx.training.tasks import Task, classification_tasks
+from mtlx.data import Dataset, register_dataset
+from mtlx.training.tasks import Task, check_tasks
 
-# The task layout of every benchmark (synthetic stand-ins copy it).
+__all__ = ["Dataset", "digits", "load", "names", "register_dataset", "synthetic", "tasks_of"]
+
+# The task layout of NYUv2 (synthetic stand-ins copy it).
 NYUV2_TASKS = (
     Task("segmentation", "segmentation", 13),
     Task("depth", "depth"),
@@ -26,18 +31,9 @@ NYUV2_TASKS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A multi-task dataset as the trainer sees it: tasks and two sources for ``mtlx.data.batches``.
-
-    A source is a dict of NumPy arrays with a common leading axis or a random-access sequence of
-    example dicts (see :mod:`mtlx.data.pipeline`).
-    """
-
-    tasks: tuple[Task, ...]
-    train: Any
-    test: Any
-    input_key: str = "image"
+def _with_tasks(ds: Dataset) -> Dataset:
+    """``ds`` with its task specs turned into :class:`Task` objects."""
+    return dataclasses.replace(ds, tasks=check_tasks(ds.tasks))
 
 
 def digits(
@@ -47,32 +43,11 @@ def digits(
     seed: int = 0,
 ) -> Dataset:
     """Multi-Digits (:func:`mtlx.data.load_multi_digits`): offline, 8 x 16 images, 2-4 tasks."""
-    load = lambda split, n: data.load_multi_digits(
-        split, tasks=tuple(tasks), num_examples=n, seed=seed
-    )
-    return Dataset(
-        classification_tasks(tuple(tasks), [data.DIGITS_NUM_CLASSES[t] for t in tasks]),
-        load("train", num_train),
-        load("test", num_test),
-    )
-
-
-def _random_targets(
-    rng: np.random.Generator, task: Task, n: int, hw: tuple[int, int]
-) -> np.ndarray:
-    if task.kind == "classification":
-        return rng.integers(0, task.num_classes or 2, n).astype(np.int32)
-    if task.kind == "segmentation":
-        labels = rng.integers(0, task.num_classes or 2, (n, *hw)).astype(np.int32)
-        return np.where(rng.random((n, *hw)) < 0.1, -1, labels).astype(np.int32)  # some ignored
-    if task.kind == "depth":
-        return (rng.random((n, *hw, 1)) * 5.0 + 0.1).astype(np.float32)
-    normal = rng.standard_normal((n, *hw, 3)).astype(np.float32)
-    return normal / np.linalg.norm(normal, axis=-1, keepdims=True)
+    return load("digits", tasks=tasks, num_train=num_train, num_test=num_test, seed=seed)
 
 
 def synthetic(
-    tasks: Sequence[Task],
+    tasks: Sequence[Task | Any],
     image_shape: Sequence[int],
     num_train: int = 64,
     num_test: int = 32,
@@ -80,91 +55,50 @@ def synthetic(
 ) -> Dataset:
     """Random data shaped like a benchmark: images ``(N, *image_shape)`` and per-task targets.
 
-    Classification targets go in ``"labels"`` ``(N, T)``; dense targets under their task's name,
-    at the image's resolution.
+    Targets come from each task's kind (:meth:`~mtlx.training.kinds.TaskKind.synthetic_target`,
+    dense ones at the image's resolution). When every task's kind lives in the ``"labels"`` block
+    (classification), the targets are its columns ``(N, T)``; otherwise each target sits under its
+    task's name.
     """
-    tasks = tuple(tasks)
+    tasks = check_tasks(tasks)
     rng = np.random.default_rng(seed)
-    hw = tuple(image_shape[:2])
+    spatial = tuple(image_shape[:2])
+    in_block = all(t.kind.in_label_block for t in tasks)
 
-    def split(n):
+    def split(n: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"image": rng.random((n, *image_shape)).astype(np.float32)}
-        labels = [_random_targets(rng, t, n, hw) for t in tasks if t.kind == "classification"]
-        if labels:
-            out["labels"] = np.stack(labels, axis=1)
-        for t in tasks:
-            if t.kind != "classification":
-                out[t.name] = _random_targets(rng, t, n, hw)
+        targets = {t.name: t.kind.synthetic_target(rng, n, spatial, t.num_classes) for t in tasks}
+        if in_block:
+            out["labels"] = np.stack([targets[t.name] for t in tasks], axis=1)
+        else:
+            out.update(targets)
         return out
 
     return Dataset(tasks, split(num_train), split(num_test))
 
 
-def _multi_mnist_tasks(kwargs: Mapping[str, Any]) -> tuple[Task, ...]:
-    del kwargs
-    return classification_tasks(("left", "right"), 10)
-
-
-def _celeba_tasks(kwargs: Mapping[str, Any]) -> tuple[Task, ...]:
-    return classification_tasks(tuple(kwargs.get("attributes", data.CELEBA_ATTRIBUTES)), 2)
-
-
-def _nyuv2_tasks(kwargs: Mapping[str, Any]) -> tuple[Task, ...]:
-    del kwargs
-    return NYUV2_TASKS
-
-
-def _cityscapes_tasks(kwargs: Mapping[str, Any]) -> tuple[Task, ...]:
-    return (
-        Task("segmentation", "segmentation", int(kwargs.get("num_classes", 7))),
-        Task("depth", "depth"),
-    )
-
-
-def _digits_tasks(kwargs: Mapping[str, Any]) -> tuple[Task, ...]:
-    names_ = tuple(kwargs.get("tasks", ("left", "right")))
-    return classification_tasks(names_, [data.DIGITS_NUM_CLASSES[t] for t in names_])
-
-
-# name -> (mtlx.data loader, task layout from the loader's keyword arguments)
-_TFDS: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Task, ...]]]] = {
-    "multi_mnist": ("load_multi_mnist", _multi_mnist_tasks),
-    "celeba": ("load_celeba", _celeba_tasks),
-    "nyuv2": ("load_nyuv2", _nyuv2_tasks),
-    "cityscapes": ("load_cityscapes", _cityscapes_tasks),
-}
-
-
-def tasks_of(name: str, **kwargs: Any) -> tuple[Task, ...]:
-    """The task layout of dataset ``name`` (loaded with ``kwargs``), without loading any data."""
-    if name == "digits":
-        return _digits_tasks(kwargs)
-    if name in _TFDS:
-        return _TFDS[name][1](kwargs)
-    raise ValueError(
-        f"dataset {name!r} has no fixed task layout; known: digits, {', '.join(_TFDS)}."
-    )
-
-
-def _load_tfds(name: str, **kwargs: Any) -> Dataset:
-    loader = getattr(data, _TFDS[name][0])
-    return Dataset(tasks_of(name, **kwargs), loader("train", **kwargs), loader("test", **kwargs))
+register_dataset("synthetic")(synthetic)
 
 
 def names() -> list[str]:
-    return sorted(["digits", "synthetic", *_TFDS])
+    """The datasets the trainer can load by name."""
+    return data.dataset_names()
+
+
+def tasks_of(name: str, **kwargs: Any) -> tuple[Task, ...]:
+    """The task layout of dataset ``name`` (loaded with ``kwargs``), without loading any data.
+
+    Raises:
+      ValueError: an unknown dataset, or one whose tasks are only known after loading.
+    """
+    return check_tasks(data.dataset_tasks(name, **kwargs))
 
 
 def load(name: str, **kwargs: Any) -> Dataset:
-    """The dataset ``name`` with its loader's keyword arguments.
+    """The dataset ``name`` with its loader's keyword arguments, its tasks as :class:`Task`.
 
     Raises:
       ValueError: an unknown name (the message lists the known ones).
+      mtlx.data.DatasetNotFoundError: a TFDS dataset whose data is not prepared.
     """
-    if name == "digits":
-        return digits(**kwargs)
-    if name == "synthetic":
-        return synthetic(**kwargs)
-    if name in _TFDS:
-        return _load_tfds(name, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(names())}.")
+    return _with_tasks(data.load_dataset(name, **kwargs))

@@ -1,7 +1,10 @@
 """The training loop: batches in, jitted steps, finite-loss checks, logs, evaluation, checkpoints.
 
 :func:`train` runs one :class:`~mtlx.training.config.TrainConfig` end to end and returns the final
-per-task metrics (and Δm when the config has single-task baselines). Every jitted call runs
+per-task metrics (and Δm when the config has single-task baselines), the final state and the
+model's graph. A caller may hand it its own model, optax chain, ``shared`` predicate and an
+``observe`` function (per-step observations, see :func:`~mtlx.training.step.make_train_step`),
+so studies run through the same step as the benchmarks. Every jitted call runs
 ``steps_per_call`` optimizer steps; its ``(steps_per_call, T)`` task losses come back to the host,
 where they are checked (a NaN or infinite loss stops the run with an error that names the task),
 averaged for the progress bar and written as JSON lines (``workdir/log.jsonl``).
@@ -30,7 +33,7 @@ from mtlx.training import datasets as datasets_lib
 from mtlx.training import metrics as metrics_lib
 from mtlx.training import sharding as sharding_lib
 from mtlx.training import step as step_lib
-from mtlx.training.tasks import Task
+from mtlx.training.tasks import Task, check_tasks
 
 PyTree = Any
 
@@ -40,16 +43,39 @@ class NonFiniteLossError(ValueError):
 
 
 class RunResult(NamedTuple):
-    """What :func:`train` returns."""
+    """What :func:`train` returns.
+
+    Attributes:
+      config: the run's configuration.
+      tasks: its tasks.
+      state: the final :class:`~mtlx.training.step.TrainState` (step, params, model state,
+        optimizer state).
+      results: the final evaluation, ``{task: {metric: value}}``.
+      eval_losses: the final evaluation loss per task.
+      delta_m: Δm (%) against ``config.baselines`` (``None`` without baselines).
+      history: every logged record.
+      seconds: wall time of the run (compilation included).
+      graphdef: the model's static graph: :meth:`model` rebuilds the trained model.
+      observations: the ``observe`` function's outputs of every step this call ran, each leaf
+        ``(steps, ...)`` (concatenated over the jitted calls); ``None`` without ``observe``.
+    """
 
     config: config_lib.TrainConfig
     tasks: tuple[Task, ...]
-    state: step_lib.TrainState  # the final state
-    results: dict[str, dict[str, float]]  # final evaluation: {task: {metric: value}}
-    eval_losses: dict[str, float]  # final evaluation loss per task
-    delta_m: float | None  # Δm (%) against config.baselines; None without baselines
-    history: list[dict[str, Any]]  # every logged record
-    seconds: float  # wall time of the run (compilation included)
+    state: step_lib.TrainState
+    results: dict[str, dict[str, float]]
+    eval_losses: dict[str, float]
+    delta_m: float | None
+    history: list[dict[str, Any]]
+    seconds: float
+    graphdef: Any = None
+    observations: PyTree = None
+
+    def model(self) -> Any:
+        """The trained model: ``nnx.merge(graphdef, state.params, state.model_state)``."""
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, self.state.params, self.state.model_state)
 
 
 class JsonLinesLogger:
@@ -97,11 +123,11 @@ def check_finite_losses(losses: np.ndarray, tasks: Sequence[Task], first_step: i
         )
 
 
-def _pad(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Pads a short batch to ``size``: integer targets with -1 and float arrays with 0.
 
-    Every metric and loss ignores those values (label -1, depth 0, normal 0), and padded images
-    only produce ignored predictions, so the last batch needs no second compilation.
+    The evaluation step also gets a mask of the real examples, so metrics and losses ignore the
+    padding whatever its values, and the last batch needs no second compilation.
     """
     out = {}
     for k, x in batch.items():
@@ -119,19 +145,35 @@ def evaluate(
     tasks: Sequence[Task],
     batch_size: int,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Per-task metrics and mean losses over ``batches`` (short batches are padded)."""
-    total, losses, count = None, [], 0
+    """Per-task metrics and mean losses over ``batches`` (short batches are padded and masked)."""
+    total, mean_losses = accumulate_evaluation(eval_step, state, batches, batch_size)
+    results = metrics_lib.finalize(tasks, total)
+    return results, {t.name: float(v) for t, v in zip(tasks, mean_losses)}
+
+
+def accumulate_evaluation(
+    eval_step: Callable[..., Any],
+    state: Any,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    batch_size: int,
+) -> tuple[PyTree, np.ndarray]:
+    """The summed metric statistics over ``batches`` (on the host) and the mean ``(..., T)`` losses.
+
+    ``eval_step`` may be vmapped over stacked states (:func:`mtlx.training.train_sweep`): the
+    statistics and losses then carry the leading model axis.
+    """
+    total, loss_sum, count = None, None, 0
     for batch in batches:
         n = next(iter(batch.values())).shape[0]
-        stats, batch_losses = eval_step(state, _pad(batch, batch_size))
+        mask = np.arange(batch_size) < n
+        stats, batch_losses = eval_step(state, pad_batch(batch, batch_size), mask)
         total = stats if total is None else jax.tree.map(lambda a, b: a + b, total, stats)
-        losses.append(np.asarray(batch_losses) * n)
+        batch_losses = np.asarray(batch_losses) * n
+        loss_sum = batch_losses if loss_sum is None else loss_sum + batch_losses
         count += n
     if total is None:
         raise ValueError("the evaluation set is empty.")
-    results = metrics_lib.finalize(tasks, jax.device_get(total))
-    mean_losses = np.sum(losses, axis=0) / count
-    return results, {t.name: float(v) for t, v in zip(tasks, mean_losses)}
+    return jax.device_get(total), loss_sum / count
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -146,12 +188,26 @@ def train(
     config: config_lib.TrainConfig,
     *,
     dataset: datasets_lib.Dataset | None = None,
+    model: Any = None,
+    tx: Any = None,
+    shared: Any = None,
+    observe: Callable[[step_lib.StepContext], PyTree] | None = None,
 ) -> RunResult:
     """Trains ``config``'s model on its dataset with its method and optimizer; evaluates at the end.
 
     Args:
       config: the run (see :class:`~mtlx.training.config.TrainConfig`).
       dataset: use this dataset instead of loading ``config.dataset`` (tests, custom data).
+      model: a caller-built multi-task ``nnx.Module`` (one output per task) to train instead of
+        ``config.model``; its current variables are the initial state. It is switched to
+        ``model.train()``. See :class:`~mtlx.training.FunctionalModel` for a pure function.
+      tx: a caller-built optax chain instead of ``optax.chain(config.method, config.optimizer)``,
+        e.g. ``optax.chain(mtlx.conflict_monitor(), mtlx.ew(), optax.adam(1e-3))``.
+      shared: which parameters are shared (predicate or bool pytree, see
+        :func:`~mtlx.training.make_train_step`); default: all but ``heads``.
+      observe: ``observe(ctx) -> pytree`` called inside every jitted step with a
+        :class:`~mtlx.training.StepContext`; the outputs come back in
+        :attr:`RunResult.observations`, stacked over steps (one transfer per jitted call).
 
     Returns:
       A :class:`RunResult`.
@@ -169,13 +225,26 @@ def train(
         if dataset is not None
         else datasets_lib.load(config.dataset, **config.dataset_kwargs)
     )
-    tasks = ds.tasks
-    input_shape = np.shape(_first_example(ds.train)[ds.input_key])
-    model = config_lib.make_model(
-        config.model, len(tasks), config.seed, input_shape, **config.model_kwargs
-    )
+    tasks = check_tasks(ds.tasks)
+    if model is None:
+        input_shape = np.shape(first_example(ds.train)[ds.input_key])
+        model = config_lib.make_model(
+            config.model,
+            len(tasks),
+            config.seed,
+            input_shape,
+            output_sizes={t.name: t.output_size for t in tasks},
+            **config.model_kwargs,
+        )
+    elif not _is_module(model):
+        raise ValueError(
+            f"model must be a flax nnx.Module returning one output per task; got "
+            f"{type(model).__name__} (wrap a pure apply(params, x) in "
+            "mtlx.training.FunctionalModel)."
+        )
     model.train()
-    tx = config_lib.make_tx(config, len(tasks))
+    if tx is None:
+        tx = config_lib.make_tx(config, len(tasks))
     mesh = None
     if config.num_devices is not None:
         mesh = sharding_lib.make_mesh(config.num_devices, task=config.task_devices)
@@ -188,10 +257,13 @@ def train(
         chunk_size=config.chunk_size,
         mesh=mesh,
         shard_tasks=config.task_devices > 1,
+        shared=shared,
+        observe=observe,
+        scan=config.scan,
     )
     eval_step = step_lib.make_eval_step(model, tasks, input_key=ds.input_key)
     batcher = data.batches(ds.train, config.batch_size, seed=config.seed)
-    eval_batch_size = min(config.eval_batch_size, _source_size(ds.test))
+    eval_batch_size = min(config.eval_batch_size, source_size(ds.test))
 
     def eval_batches():
         return data.batches(
@@ -211,6 +283,7 @@ def train(
 
     step = int(jax.device_get(state.step))
     window: list[np.ndarray] = []
+    observed: list[PyTree] = []
     bar = tqdm(
         total=config.num_steps,
         initial=step,
@@ -222,11 +295,17 @@ def train(
     try:
         while step < config.num_steps:
             k = config.steps_per_call
-            batches = _stack([next(batcher) for _ in range(k)])
+            batches = stack_batches([next(batcher) for _ in range(k)])
             if mesh is not None:
                 batches = sharding_lib.shard_batch(batches, mesh, batch_axis=1)
-            state, losses = train_step.step(state, batches)
-            losses = np.asarray(jax.device_get(losses))
+            if train_step.observes:
+                state, losses, observations = train_step.step(state, batches)
+                losses, observations = jax.device_get((losses, observations))
+                observed.append(observations)
+            else:
+                state, losses = train_step.step(state, batches)
+                losses = jax.device_get(losses)
+            losses = np.asarray(losses)
             check_finite_losses(losses, tasks, step + 1)
             before, step = step, step + k
             window.append(losses)
@@ -264,7 +343,7 @@ def train(
                 )
         bar.close()
         results, eval_losses = evaluate(eval_step, state, eval_batches(), tasks, eval_batch_size)
-        dm = metrics_lib.delta_m(results, config.baselines) if config.baselines else None
+        dm = metrics_lib.delta_m(results, config.baselines, tasks) if config.baselines else None
         record = {
             **meta,
             "step": step,
@@ -289,23 +368,38 @@ def train(
         dm,
         logger.records,
         time.perf_counter() - start_time,
+        graphdef=train_step.graphdef,
+        observations=_concatenate(observed) if train_step.observes else None,
     )
 
 
-def _source_size(source: Any) -> int:
+def _is_module(model: Any) -> bool:
+    from flax import nnx
+
+    return isinstance(model, nnx.Module)
+
+
+def _concatenate(chunks: Sequence[PyTree]) -> PyTree:
+    """Per-call observation pytrees ``(k, ...)`` joined along the step axis."""
+    if not chunks:
+        return None
+    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *chunks)
+
+
+def source_size(source: Any) -> int:
     """Examples in a source (a dict of arrays or a sequence of example dicts)."""
     if isinstance(source, Mapping):
         return len(next(iter(source.values())))
     return len(source)
 
 
-def _first_example(source: Any) -> Mapping[str, Any]:
+def first_example(source: Any) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return {k: v[0] for k, v in source.items()}
     return source[0]
 
 
-def _stack(batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def stack_batches(batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 

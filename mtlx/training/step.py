@@ -6,6 +6,11 @@ and counts). The step is a plain ``jax.jit`` function that merges them inside th
 flax's performance guide recommends (``nnx.jit`` re-traverses the module graph on every call), and
 that scans over ``steps_per_call`` batches so that one host call runs several steps.
 
+Observations: ``make_train_step(..., observe=fn)`` calls ``fn(ctx)`` inside the traced step with a
+:class:`StepContext` (the step number, the parameters, model state and optimizer state before and
+after the update, the batch, the task losses, the lazy Jacobian and the updates); whatever pytree
+it returns comes back stacked over the scanned steps, with the losses, in the same device call.
+
 Multi-device: with a ``jax.sharding.Mesh``, the batch is sharded over the mesh's ``"data"`` axis
 and the state is replicated (data parallelism; XLA inserts the gradient all-reduce). With
 ``shard_tasks=True`` the per-task Jacobian rows are also sharded over the mesh's ``"task"`` axis.
@@ -42,25 +47,76 @@ class TrainState(NamedTuple):
     opt_state: PyTree  # the optax chain's state (the mtlx method's state included)
 
 
+class StepContext(NamedTuple):
+    """What an ``observe`` function sees of one training step (inside the trace: arrays are
+    tracers; use ``jax.lax.cond`` for work on some steps only).
+
+    Attributes:
+      step: int32 scalar, the optimizer steps taken before this one (0 on the first step).
+      params: the parameters before the update (the ones the losses and ``jac`` are taken at).
+      model_state: the model's other variables before the step (batch statistics, PRNG counts).
+      batch: this step's batch.
+      losses: ``(T,)`` float32 task losses.
+      jac: the lazy :class:`mtlx.Jacobian` the engine returned (rows or the Gramian already asked
+        for by the method are cached; asking for more costs more backward passes).
+      opt_state: the optax chain's state before the update.
+      new_opt_state: the optax chain's state after the update.
+      updates: the updates ``tx`` returned (added to ``params``).
+      new_params: the parameters after the update.
+      new_model_state: the model's other variables after the forward pass.
+      tasks: the T tasks (static).
+      graphdef: the model's static graph (static); see :meth:`model`.
+      input_key: the batch key of the model's input (static).
+    """
+
+    step: jax.Array
+    params: PyTree
+    model_state: PyTree
+    batch: Batch
+    losses: jax.Array
+    jac: Jacobian
+    opt_state: PyTree
+    new_opt_state: PyTree
+    updates: PyTree
+    new_params: PyTree
+    new_model_state: PyTree
+    tasks: tuple[Task, ...]
+    graphdef: Any
+    input_key: str
+
+    def model(self, params: PyTree | None = None) -> nnx.Module:
+        """The model with ``params`` (default: :attr:`params`) and :attr:`model_state`."""
+        return nnx.merge(self.graphdef, self.params if params is None else params, self.model_state)
+
+    def outputs(self, params: PyTree | None = None, batch: Batch | None = None) -> Any:
+        """The model's per-task outputs on ``batch`` (default: this step's) with ``params``."""
+        batch = self.batch if batch is None else batch
+        return self.model(params)(batch[self.input_key])
+
+
 class TrainStep(NamedTuple):
     """What :func:`make_train_step` returns.
 
     Attributes:
       init: ``init() -> TrainState`` from the model's current variables.
-      step: ``step(state, batches) -> (state, losses)``, jitted; every leaf of ``batches`` has a
-        leading axis of ``steps_per_call`` batches; ``losses`` is ``(steps_per_call, T)``. The
-        input state is donated (do not reuse it after the call).
+      step: ``step(state, batches) -> (state, losses)``, compiled; every leaf of ``batches`` has a
+        leading axis of ``steps_per_call`` batches; ``losses`` is ``(steps_per_call, T)``. With an
+        ``observe`` function: ``step(state, batches) -> (state, losses, observations)``, every
+        leaf of ``observations`` stacked to ``(steps_per_call, ...)``. The input state is donated
+        (do not reuse it after the call).
       graphdef: the model's static graph (``nnx.merge(graphdef, state.params, state.model_state)``
         rebuilds the model).
+      observes: whether ``step`` returns observations.
     """
 
     init: Callable[[], TrainState]
-    step: Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]
+    step: Callable[[TrainState, Batch], tuple[Any, ...]]
     graphdef: Any
+    observes: bool = False
 
 
 def multitask_jacobian(
-    loss_fn: Callable[..., Any], *, chunk_size: int | None = None
+    loss_fn: Callable[..., Any], *, chunk_size: int | None = None, shared: Any = None
 ) -> Callable[..., tuple[Any, Jacobian]]:
     """The engine for a model's parameter state: ``(params, *args) -> ((losses, aux), jac)``.
 
@@ -72,9 +128,14 @@ def multitask_jacobian(
     Args:
       loss_fn: ``loss_fn(params, *args) -> (losses (T,), aux)``.
       chunk_size: see :func:`mtlx.value_and_jacobian`.
+      shared: which parameters are shared (see :func:`mtlx.value_and_jacobian`); default
+        :func:`mtlx.models.is_shared`.
     """
     return mtlx.value_and_jacobian(
-        loss_fn, shared=models.is_shared, has_aux=True, chunk_size=chunk_size
+        loss_fn,
+        shared=models.is_shared if shared is None else shared,
+        has_aux=True,
+        chunk_size=chunk_size,
     )
 
 
@@ -85,7 +146,7 @@ def _check_has_params(params: PyTree) -> None:
 
 def make_train_step(
     model: nnx.Module,
-    tasks: Sequence[Task],
+    tasks: Sequence[Task | Any],
     tx: optax.GradientTransformation,
     *,
     input_key: str = "image",
@@ -94,6 +155,9 @@ def make_train_step(
     mesh: jax.sharding.Mesh | None = None,
     shard_tasks: bool = False,
     donate: bool = True,
+    shared: Any = None,
+    observe: Callable[[StepContext], PyTree] | None = None,
+    scan: bool = True,
 ) -> TrainStep:
     """Builds the jitted multi-task training step for ``model`` and the optax chain ``tx``.
 
@@ -116,6 +180,19 @@ def make_train_step(
       shard_tasks: shard the Jacobian's task axis over the mesh's ``"task"`` axis. The rows are
         then materialised (T backward passes, also for loss-only methods).
       donate: donate the input state's buffers to the output state.
+      shared: which parameter leaves are shared: a predicate ``(path, leaf) -> bool`` on the
+        model's parameter state or a bool pytree of its structure (see
+        :func:`mtlx.value_and_jacobian`); default :func:`mtlx.models.is_shared` (all but
+        ``heads``).
+      observe: ``observe(ctx: StepContext) -> pytree``, called inside the jitted, scanned step;
+        its outputs come back stacked over the ``steps_per_call`` steps as a third result of
+        ``step``. It must not change the training: it reads, it does not write.
+      scan: run the ``steps_per_call`` steps of a call as one ``jax.lax.scan`` (one compiled loop),
+        or, with ``False``, as ``steps_per_call`` calls of the jitted single step, dispatched
+        without waiting and stacked on the device (the same results; one host sync per call
+        either way). XLA:CPU runs convolutions and batched VJPs (Jacobian rows) inside a loop
+        several times slower than outside one: prefer ``False`` for such models on CPU. With
+        ``steps_per_call=1`` there is no loop.
 
     Returns:
       A :class:`TrainStep`.
@@ -143,9 +220,11 @@ def make_train_step(
         task_losses = losses_lib.task_losses(tasks, outputs, batch)
         return task_losses, nnx.as_pure(nnx.state(module, nnx.Not(nnx.Param)))
 
-    engine = multitask_jacobian(loss_fn, chunk_size=chunk_size)
+    engine = multitask_jacobian(loss_fn, chunk_size=chunk_size, shared=shared)
+    if observe is not None and not callable(observe):
+        raise ValueError(f"observe must be a function ctx -> pytree; got {observe!r}.")
 
-    def one_step(state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
+    def one_step(state: TrainState, batch: Batch) -> tuple[TrainState, Any]:
         (task_losses, model_state), jac = engine(state.params, state.model_state, batch)
         if shard_tasks:
             jac = sharding_lib.shard_task_axis(jac, mesh)
@@ -154,26 +233,71 @@ def make_train_step(
         new_state = TrainState(state.step + 1, params, model_state, opt_state)
         if mesh is not None:
             new_state = sharding_lib.replicate_constraint(new_state, mesh)
-        return new_state, task_losses
+        if observe is None:
+            return new_state, task_losses
+        ctx = StepContext(
+            step=state.step,
+            params=state.params,
+            model_state=state.model_state,
+            batch=batch,
+            losses=task_losses,
+            jac=jac,
+            opt_state=state.opt_state,
+            new_opt_state=opt_state,
+            updates=updates,
+            new_params=params,
+            new_model_state=model_state,
+            tasks=tasks,
+            graphdef=graphdef,
+            input_key=input_key,
+        )
+        return new_state, (task_losses, observe(ctx))
 
-    def step(state: TrainState, batches: Batch) -> tuple[TrainState, jax.Array]:
-        return jax.lax.scan(one_step, state, batches)
+    def results(state: TrainState, out: Any) -> tuple[Any, ...]:
+        if observe is None:
+            return state, out
+        losses, observations = out
+        return state, losses, observations
+
+    def scanned(state: TrainState, batches: Batch) -> tuple[Any, ...]:
+        return results(*jax.lax.scan(one_step, state, batches))
 
     def init() -> TrainState:
-        state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+        # Copies: the step donates its input state, and the model's own arrays must survive it
+        # (a caller may still use the model it passed in).
+        fresh = lambda tree: jax.tree.map(
+            lambda x: x.copy() if isinstance(x, jax.Array) else x, tree
+        )
+        p, ms = fresh(params), fresh(model_state)
+        state = TrainState(jnp.zeros((), jnp.int32), p, ms, tx.init(p))
         return sharding_lib.replicate(state, mesh) if mesh is not None else state
 
-    jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
-    return TrainStep(init=init, step=jitted, graphdef=graphdef)
+    donate_argnums = (0,) if donate else ()
+    if scan and steps_per_call > 1:
+        step = jax.jit(scanned, donate_argnums=donate_argnums)
+    else:
+        single = jax.jit(one_step, donate_argnums=donate_argnums)
+
+        def step(state: TrainState, batches: Batch) -> tuple[Any, ...]:
+            # One jitted step per batch, dispatched without waiting for the previous one: the
+            # outputs stay on the device and are stacked there, so the host syncs once per call.
+            outs = []
+            for i in range(jax.tree.leaves(batches)[0].shape[0]):
+                state, out = single(state, jax.tree.map(lambda x, i=i: x[i], batches))
+                outs.append(out)
+            return results(state, jax.tree.map(lambda *xs: jnp.stack(xs), *outs))
+
+    return TrainStep(init=init, step=step, graphdef=graphdef, observes=observe is not None)
 
 
 def make_eval_step(
     model: nnx.Module, tasks: Sequence[Task], *, input_key: str = "image"
-) -> Callable[[TrainState, Batch], tuple[tuple[dict[str, jax.Array], ...], jax.Array]]:
-    """A jitted ``eval_step(state, batch) -> (metric statistics, (T,) losses)`` in eval mode.
+) -> Callable[..., tuple[tuple[dict[str, jax.Array], ...], jax.Array]]:
+    """A jitted ``eval_step(state, batch, mask=None) -> (metric statistics, (T,) losses)``.
 
-    The statistics sum over batches (see :func:`mtlx.training.metrics.metric_stats`). BatchNorm
-    uses its running averages and dropout is off: the graph is split from ``model.eval()``.
+    The statistics sum over batches (see :func:`mtlx.training.metrics.metric_stats`); ``mask``
+    ``(N,)`` leaves padding examples out of both. BatchNorm uses its running averages and dropout
+    is off: the graph is split from ``model.eval()``.
     """
     tasks = check_tasks(tasks)
     model.eval()
@@ -183,10 +307,10 @@ def make_eval_step(
         model.train()
 
     @jax.jit
-    def eval_step(state: TrainState, batch: Batch):
+    def eval_step(state: TrainState, batch: Batch, mask: jax.Array | None = None):
         module = nnx.merge(graphdef, state.params, state.model_state)
         outputs = module(batch[input_key])
-        stats = metrics_lib.metric_stats(tasks, outputs, batch)
-        return stats, losses_lib.task_losses(tasks, outputs, batch)
+        stats = metrics_lib.metric_stats(tasks, outputs, batch, mask)
+        return stats, losses_lib.task_losses(tasks, outputs, batch, mask)
 
     return eval_step

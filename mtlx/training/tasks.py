@@ -1,9 +1,10 @@
 """What the trainer knows about a task: its name, its kind, and where its target is in a batch.
 
-A batch is a dict of NumPy/JAX arrays. Classification datasets (Multi-Digits, Multi-MNIST, CelebA)
-put every task's label in one ``"labels"`` column block ``(N, T)``; dense datasets (NYUv2,
-Cityscapes) put each task's target under its own key (``"segmentation"``, ``"depth"``,
-``"normal"``). :meth:`Task.target` reads either layout.
+A batch is a dict of NumPy/JAX arrays. Classification datasets (Multi-Digits, Multi-MNIST, CelebA,
+Yeast) put every task's label in one ``"labels"`` column block ``(N, T)``; dense datasets (NYUv2,
+Cityscapes) and regression targets sit under their task's own key (``"segmentation"``,
+``"depth"``, ...). :meth:`Task.target` reads either layout. Everything kind-specific (loss,
+metrics, directions) lives in the task's kind object (:mod:`mtlx.training.kinds`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-TaskKind = Literal["classification", "segmentation", "depth", "normal"]
-KINDS: tuple[str, ...] = ("classification", "segmentation", "depth", "normal")
+import jax
+
+from mtlx.training.kinds import TaskKind, get_kind, kind_names
+
+# The kind names known when this module is imported (``kind_names()`` lists later ones too).
+TaskKindName = Literal["classification", "segmentation", "depth", "normal", "regression"]
+KINDS: tuple[str, ...] = kind_names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,22 +27,35 @@ class Task:
     """One task of a multi-task problem.
 
     Attributes:
-      name: the task's name (used in logs, tables and as the batch key of dense targets).
-      kind: ``"classification"`` (logits ``(N, C)``, integer labels), ``"segmentation"`` (logits
+      name: the task's name (used in logs, tables and as the batch key of its target).
+      kind: a :class:`~mtlx.training.kinds.TaskKind`, given as one or by name:
+        ``"classification"`` (logits ``(N, C)``, integer labels), ``"segmentation"`` (logits
         ``(N, H, W, C)``, integer labels ``(N, H, W)``, ``-1`` = ignore), ``"depth"`` (``(N, H, W,
-        1)``, ``0`` = no measurement) or ``"normal"`` (``(N, H, W, 3)``, zero vector = invalid).
-      num_classes: classes of a classification or segmentation task.
+        1)``, ``0`` = no measurement), ``"normal"`` (``(N, H, W, 3)``, zero vector = invalid) or
+        ``"regression"`` (float ``(N,)`` / ``(N, D)``, NaN = missing). Stored as the object (it
+        still compares equal to its name).
+      num_classes: classes of a classification or segmentation task; a regression task's output
+        size ``D`` (``None``: 1).
     """
 
     name: str
-    kind: TaskKind = "classification"
+    kind: TaskKind | TaskKindName | str = "classification"
     num_classes: int | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(
-                f"task {self.name!r}: unknown kind {self.kind!r}; choose from {KINDS}."
-            )
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a task name is a non-empty string; got {self.name!r}.")
+        try:
+            kind = get_kind(self.kind)
+        except ValueError as e:
+            raise ValueError(f"task {self.name!r}: {e}") from None
+        object.__setattr__(self, "kind", kind)
+        kind.check(self.name, self.num_classes)
+
+    @property
+    def output_size(self) -> int | None:
+        """The size of the model output's last axis for this task (``None``: not determined)."""
+        return self.kind.output_size(self.num_classes)
 
     def target(self, batch: Mapping[str, Any], index: int) -> Any:
         """This task's target in ``batch``: ``batch[name]``, else column ``index`` of ``labels``."""
@@ -48,6 +67,41 @@ class Task:
             f"the batch has no target for task {self.name!r}: expected a key {self.name!r} or a "
             f"'labels' array with one column per task; batch keys: {sorted(batch)}."
         )
+
+    def loss(
+        self, output: jax.Array, batch: Mapping[str, Any], index: int, mask: Any = None
+    ) -> jax.Array:
+        """The scalar loss of ``output`` against this task's target in ``batch`` (jit-able)."""
+        return self.kind.loss(
+            output, self.target(batch, index), num_classes=self.num_classes, mask=mask
+        )
+
+    def stats(
+        self, output: jax.Array, batch: Mapping[str, Any], index: int, mask: Any = None
+    ) -> dict[str, jax.Array]:
+        """Summable evaluation statistics of ``output`` on one batch (jit-able)."""
+        return self.kind.stats(
+            output, self.target(batch, index), num_classes=self.num_classes, mask=mask
+        )
+
+    def finalize(self, stats: Mapping[str, Any]) -> dict[str, float]:
+        """Metrics from statistics summed over batches."""
+        return self.kind.finalize(stats, num_classes=self.num_classes)
+
+
+def as_task(task: Task | Sequence[Any] | Any) -> Task:
+    """A :class:`Task` from a Task, a ``(name, kind, num_classes)`` tuple or a spec with those
+    attributes (``mtlx.data.TaskSpec``)."""
+    if isinstance(task, Task):
+        return task
+    if all(hasattr(task, a) for a in ("name", "kind", "num_classes")):
+        return Task(task.name, task.kind, task.num_classes)
+    if isinstance(task, (tuple, list)) and 1 <= len(task) <= 3:
+        return Task(*task)
+    raise ValueError(
+        f"cannot make a task of {task!r}: give a mtlx.training.Task, a mtlx.data.TaskSpec or a "
+        "(name, kind, num_classes) tuple."
+    )
 
 
 def classification_tasks(
@@ -61,8 +115,9 @@ def classification_tasks(
     return tuple(Task(n, "classification", int(c)) for n, c in zip(names, num_classes))
 
 
-def check_tasks(tasks: Sequence[Task]) -> tuple[Task, ...]:
-    tasks = tuple(tasks)
+def check_tasks(tasks: Sequence[Any]) -> tuple[Task, ...]:
+    """``tasks`` as a tuple of :class:`Task` (see :func:`as_task`), non-empty, unique names."""
+    tasks = tuple(as_task(t) for t in tasks)
     if not tasks:
         raise ValueError("at least one task is needed.")
     names = [t.name for t in tasks]

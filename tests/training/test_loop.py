@@ -30,13 +30,16 @@ def test_default_dataset_end_to_end(tmp_path):
         log_every=100,
         eval_every=100,
         workdir=str(tmp_path),
+        baselines={"left": {"accuracy": 0.9}, "right": {"accuracy": 0.9}},
         **SMALL,
     )
+    assert TrainConfig().baselines is None  # no measured numbers as library defaults
     result = train(config)
     assert [t.name for t in result.tasks] == ["left", "right"]
     for task in ("left", "right"):
         assert result.results[task]["accuracy"] > 0.7  # 10 classes: chance is 0.1
-    assert np.isfinite(result.delta_m)  # the default config carries single-task baselines
+    expected = 50 * sum(result.results[t]["accuracy"] / 0.9 - 1 for t in ("left", "right"))
+    np.testing.assert_allclose(result.delta_m, expected, rtol=1e-6)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     train_records = [r for r in records if "train/loss/left" in r]
     assert [r["step"] for r in train_records] == [100, 200]

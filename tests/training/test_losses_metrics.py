@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtlx.training import Task, delta_m, finalize, losses, metric_stats, task_losses
-from mtlx.training.loop import _pad
+from mtlx.training.loop import pad_batch
 
 
 def test_cross_entropy_ignores_negative_labels():
@@ -72,7 +72,7 @@ def test_metrics_accumulate_over_batches():
 def test_padding_rows_are_ignored_by_metrics():
     tasks = (Task("cls", "classification", 2),)
     batch = {"image": np.ones((3, 2), np.float32), "labels": np.array([[1], [1], [0]], np.int32)}
-    padded = _pad(batch, 5)
+    padded = pad_batch(batch, 5)
     assert padded["labels"][3:].tolist() == [[-1], [-1]] and (padded["image"][3:] == 0).all()
     outs = (jnp.array([[0.0, 1.0]] * 5),)
     r = finalize(tasks, metric_stats(tasks, outs, padded))

@@ -1,0 +1,116 @@
+"""The CLI's datasets, optimizers and single-task baselines (Δm without library defaults)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mtlx import train as cli
+from mtlx.training import (
+    DELTA_M_CONVENTION,
+    TrainConfig,
+    load_baselines,
+    make_optimizer,
+    save_baselines,
+    single_task_baselines,
+    train,
+)
+
+TINY = ["--model-kwargs", "hidden=[8]", "--no-progress"]
+
+
+def _configs(argv):
+    return cli.configs_from_args(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "flags, optimizer, kwargs",
+    [
+        (["--optimizer", "sgd", "--optimizer-kwargs", "momentum=0.9"], "sgd", {"momentum": 0.9}),
+        (["--optimizer", "signum"], "signum", {}),
+        (["--optimizer", "sign_sgd"], "sign_sgd", {}),
+        (["--optimizer", "adam", "--optimizer-kwargs", '{"b1": 0.8}'], "adam", {"b1": 0.8}),
+    ],
+    ids=["sgd_momentum", "signum", "sign_sgd", "adam"],
+)
+def test_each_optimizer_runs_one_step_from_the_cli(flags, optimizer, kwargs, capsys):
+    argv = [*flags, "--learning-rate", "0.05", "--steps", "1", "--baselines", "none", *TINY]
+    (config,) = _configs(argv)
+    assert (config.optimizer, config.optimizer_kwargs, config.learning_rate) == (
+        optimizer,
+        kwargs,
+        0.05,
+    )
+    assert cli.main([*argv, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["delta_m"] is None
+    for metrics in record["results"].values():
+        assert np.isfinite(metrics["accuracy"])
+
+
+def test_keyword_flags_take_json_or_key_value_pairs():
+    (config,) = _configs(
+        [
+            "--optimizer-kwargs", "momentum=0.9", "nesterov=true",
+            "--dataset-kwargs", "tasks=[\"left\", \"sum_parity\"]", "num_train=64",
+            "--method-kwargs", '{"c": 0.4}',
+            "--method", "cagrad",
+            "--lr", "0.1",
+        ]
+    )  # fmt: skip
+    assert config.optimizer_kwargs == {"momentum": 0.9, "nesterov": True}
+    assert config.dataset_kwargs == {"tasks": ["left", "sum_parity"], "num_train": 64}
+    assert config.method_kwargs == {"c": 0.4} and config.learning_rate == 0.1
+    # A new optimizer drops the config's optimizer arguments; a new dataset its arguments.
+    (config,) = _configs(["--dataset", "yeast", "--optimizer", "sgd"])
+    assert config.dataset == "yeast" and config.dataset_kwargs == {}
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--optimizer-kwargs", "[1, 2]"])
+
+
+def test_bad_optimizers_and_datasets_fail_clearly(capsys):
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm'"):
+        make_optimizer("adamm", 0.1)
+    with pytest.raises(ValueError, match=r"optax.sgd takes no argument \['betas'\].*momentum"):
+        make_optimizer("sgd", 0.1, betas=0.9)
+    assert cli.main(["--dataset", "imagenet", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'imagenet'" in err and "yeast" in err and "cifar10_corrupted" in err
+
+
+def test_single_task_baselines_train_each_task_alone(tmp_path):
+    config = TrainConfig(
+        num_steps=20, steps_per_call=10, model_kwargs={"hidden": (8,)}, progress=False
+    )
+    baselines = single_task_baselines(config)
+    alone = train(config.replace(method="scalarization", method_kwargs={"weights": [0.0, 1.0]}))
+    assert set(baselines) == {"left", "right"}
+    assert baselines["right"] == alone.results["right"]
+    path = tmp_path / "baselines.json"
+    save_baselines(path, baselines, config=config)
+    assert load_baselines(path) == baselines
+    saved = json.loads(path.read_text())
+    assert saved["delta_m"] == DELTA_M_CONVENTION and saved["config"]["num_steps"] == 20
+    (tmp_path / "bad.json").write_text('{"left": 0.9}')
+    with pytest.raises(ValueError, match="expected"):
+        load_baselines(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="--save-baselines"):
+        load_baselines(tmp_path / "missing.json")
+
+
+def test_cli_prints_delta_m_with_trained_or_saved_baselines(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    args = ["--steps", "20", "--steps-per-call", "10", *TINY]
+    assert cli.main([*args, "--save-baselines", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "training 2 single-task baselines" in out.err
+    assert "| method | left accuracy | right accuracy | Δm (%) | time (s) |" in out.out
+    assert "Single-task baselines: left accuracy" in out.out and DELTA_M_CONVENTION in out.out
+    saved = load_baselines(path)
+    assert cli.main([*args, "--baselines", str(path)]) == 0  # reused: no training
+    out = capsys.readouterr()
+    assert "single-task baselines for" not in out.err and "Δm (%)" in out.out
+    assert cli.main([*args, "--baselines", "none"]) == 0
+    assert "Δm" not in capsys.readouterr().out
+    assert cli.main([*args, "--baselines", str(tmp_path / "nope.json")]) == 2
+    assert set(saved) == {"left", "right"}

@@ -11,6 +11,12 @@ scikit-learn's bundled digits) with the MultiLeNet of mtlx.models:
 3. retrain from scratch, with the same seeds, the unsplit model and the split model, both monitored,
    and compare the fraction of conflicting (step, pair) in the layers that stay shared.
 
+Every run goes through ``mtlx.training.train``: the chain ``optax.chain(mtlx.conflict_monitor(...),
+method, optax.adam(lr))`` is passed as ``tx``, the split model as a
+``mtlx.training.FunctionalModel`` with a ``shared`` predicate (its split layers are task-specific),
+and the per-step, per-pair layer cosines of the histograms come from an ``observe`` hook inside
+the jitted step.
+
 Command (a few minutes on a 2-core CPU)::
 
   python experiments/recon_digits.py --out /tmp/recon_digits
@@ -27,16 +33,15 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 import mtlx
-import mtlx.data
 import mtlx.models
 from mtlx import analysis
 from mtlx.analysis import plots
+from mtlx.training import FunctionalModel, TrainConfig, datasets, make_method, train
 
 THRESHOLDS = (0.0, -0.02, -0.05, -0.1)
 
@@ -54,81 +59,71 @@ def parse_args(argv=None):
     p.add_argument("--method", default="ew", help="weighting of the retrain runs: any mtlx method")
     p.add_argument("--init", default="copy", choices=("copy", "fresh"))
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--num-train", type=int, default=None, help="training pairs (default: all)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="comma-separated layers to split instead of the search's top-K (the search still runs "
+        "and is reported), e.g. encoder/conv2",
+    )
     return p.parse_args(argv)
 
 
-def build(seed: int, num_tasks: int):
-    model = mtlx.models.lenet_hps(num_tasks=num_tasks, num_classes=10, rngs=nnx.Rngs(seed))
+def lenet(seed: int, num_tasks: int) -> nnx.Module:
+    """The MultiLeNet of every run (10 logits per task), initialised from ``seed``."""
+    return mtlx.models.lenet_hps(num_tasks=num_tasks, num_classes=10, rngs=nnx.Rngs(seed))
+
+
+def pure_params(model: nnx.Module):
+    """``(graphdef, params, rest)`` of ``model`` as plain arrays."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def apply(params, images):
-        return nnx.merge(graphdef, params, rest)(images)
-
-    return params, apply
+    return graphdef, nnx.as_pure(params), nnx.as_pure(rest)
 
 
-def make_step(apply, tx, shared, num_tasks):
-    def loss_fn(params, images, labels):
-        logits = apply(params, images)
-        return jnp.stack(
-            [
-                optax.softmax_cross_entropy_with_integer_labels(logits[t], labels[:, t]).mean()
-                for t in range(num_tasks)
-            ]
-        )
-
-    engine = mtlx.value_and_jacobian(loss_fn, shared=shared)
-
-    @jax.jit
-    def step(params, state, images, labels):
-        losses, jac = engine(params, images, labels)
-        updates, state = tx.update(jac, state, params, task_losses=losses)
-        # Per-layer, per-pair cosines for the histograms: the monitor has left the rows in the
-        # Jacobian's cache, so this costs T x T Gramians, not T more backward passes.
-        cosines = {k: v.cosine for k, v in analysis.layer_statistics(jac, THRESHOLDS).items()}
-        return optax.apply_updates(params, updates), state, losses, cosines
-
-    @jax.jit
-    def accuracy(params, images, labels):
-        logits = apply(params, images)
-        hits = [jnp.argmax(logits[t], -1) == labels[:, t] for t in range(num_tasks)]
-        return jnp.stack([jnp.mean(h) for h in hits])
-
-    return step, accuracy
-
-
-def monitor_state(state):
-    return state[0]  # the monitor is the chain's first member
-
-
-def train(params, apply, shared, *, method, epochs, data, test, args, seed, num_tasks):
-    """Trains with ``chain(conflict_monitor, method, adam)``; returns params, monitor, logs."""
-    tx = optax.chain(
-        mtlx.conflict_monitor(THRESHOLDS), getattr(mtlx, method)(), optax.adam(args.lr)
+def split_model(seed, selected, num_tasks, init):
+    """Recon's split MultiLeNet: ``selected`` layers get T task copies; a FunctionalModel around
+    ``split_apply`` (the original model vmapped over the copies), and its ``shared`` predicate."""
+    graphdef, params, rest = pure_params(lenet(seed, num_tasks))
+    apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)
+    fresh = lambda key: pure_params(lenet(int(jax.random.randint(key, (), 0, 2**30)), num_tasks))[1]
+    split, axes = analysis.split_params(
+        params, selected, num_tasks, init=init, fresh_init=fresh, key=seed
     )
-    step, accuracy = make_step(apply, tx, shared, num_tasks)
-    state = tx.init(params)
-    rng = np.random.default_rng(seed)
-    n = len(data["image"])
-    curves, losses_log, pair_cosines = [], [], []
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for i in range(n // args.batch_size):
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            params, state, losses, cosines = step(
-                params, state, data["image"][idx], data["labels"][idx]
-            )
-            curves.append({k: float(v) for k, v in monitor_state(state).layer_last_cosine.items()})
-            pair_cosines.append(jax.device_get(cosines))
-            losses_log.append(np.asarray(losses).tolist())
-    acc = np.asarray(accuracy(params, test["image"], test["labels"])).tolist()
-    log = {
-        "cosine_curves": curves,
-        "pair_cosines": {k: np.stack([c[k] for c in pair_cosines]) for k in pair_cosines[0]},
-        "losses": losses_log,
-        "test_accuracy": acc,
+    selected = set(selected)
+
+    def shared(path, leaf):
+        return mtlx.models.is_shared(path) and analysis.layer_of_path(path) not in selected
+
+    model = FunctionalModel(analysis.split_apply(apply, axes, num_tasks), split)
+    return model, shared, analysis.parameter_increase(params, sorted(selected), num_tasks), params
+
+
+def observe(ctx):
+    """Per step: every shared layer's per-pair cosines (for the histograms) and the monitor's mean
+    pairwise cosine per layer (for the curves)."""
+    stats = analysis.layer_statistics(ctx.jac, THRESHOLDS)
+    return {
+        "pair_cosines": {k: v.cosine for k, v in stats.items()},
+        "curves": dict(ctx.new_opt_state[0].layer_last_cosine),  # the chain's first member
     }
-    return params, monitor_state(state), log
+
+
+def run(config, dataset, tasks, *, model=None, shared=None, observe_fn=observe):
+    """Trains through ``mtlx.training.train`` with ``chain(conflict_monitor, method, adam)``;
+    returns the monitor's final state and the run's logs."""
+    tx = optax.chain(
+        mtlx.conflict_monitor(THRESHOLDS),
+        make_method(config.method, len(tasks)),
+        optax.adam(config.learning_rate),
+    )
+    result = train(config, dataset=dataset, model=model, tx=tx, shared=shared, observe=observe_fn)
+    log = {"test_accuracy": [result.results[t]["accuracy"] for t in tasks]}
+    if result.observations is not None:
+        curves = result.observations["curves"]
+        steps = len(next(iter(curves.values())))
+        log["cosine_curves"] = [{k: float(v[i]) for k, v in curves.items()} for i in range(steps)]
+        log["pair_cosines"] = dict(result.observations["pair_cosines"])
+    return result.state.opt_state[0], log
 
 
 def main(argv=None):
@@ -137,27 +132,36 @@ def main(argv=None):
     tasks = tuple(args.tasks.split(","))
     num_tasks = len(tasks)
     seeds = [int(s) for s in args.seeds.split(",")]
-    train_set = mtlx.data.load_multi_digits("train", tasks=tasks)
-    test_set = mtlx.data.load_multi_digits("test", tasks=tasks)
+    dataset = datasets.load("digits", tasks=tasks, num_train=args.num_train)
+    steps_per_epoch = len(dataset.train["image"]) // args.batch_size
+
+    def config(method, epochs, seed):
+        return TrainConfig(
+            dataset="digits",
+            model="lenet_hps",
+            model_kwargs={"num_classes": 10},
+            method=method,
+            optimizer="adam",
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            num_steps=epochs * steps_per_epoch,
+            steps_per_call=steps_per_epoch,
+            scan=False,  # XLA:CPU runs the convolutions' batched VJPs slowly inside a scan
+            log_every=steps_per_epoch,
+            seed=seed,
+            progress=False,
+        )
+
     t0 = time.time()
 
     # 1. Search: a short joint training with equal weights (as the reference code's "Baseline").
-    params, apply = build(seeds[0], num_tasks)
-    shared = mtlx.models.is_shared
-    _, search_state, search_log = train(
-        params,
-        apply,
-        shared,
-        method="mean",
-        epochs=args.search_epochs,
-        data=train_set,
-        test=test_set,
-        args=args,
-        seed=seeds[0],
-        num_tasks=num_tasks,
+    search_state, _ = run(
+        config("mean", args.search_epochs, seeds[0]), dataset, tasks, observe_fn=None
     )
     scores = analysis.recon_scores(search_state, threshold=args.threshold)
     selected = analysis.select_layers(scores, top_k=args.top_k)
+    if args.split:
+        selected = args.split.split(",")
     search_time = time.time() - t0
     print(f"search ({search_time:.0f}s): S={args.threshold} scores {scores} -> split {selected}")
 
@@ -165,39 +169,10 @@ def main(argv=None):
     runs = {"unsplit": [], "recon": []}
     increase = None
     for seed in seeds:
-        params, apply = build(seed, num_tasks)
-        base_mask = mtlx.shared_mask(params, shared)
-        _, state_u, log_u = train(
-            params,
-            apply,
-            shared,
-            method=args.method,
-            epochs=args.epochs,
-            data=train_set,
-            test=test_set,
-            args=args,
-            seed=seed,
-            num_tasks=num_tasks,
-        )
-        fresh = lambda key: build(int(jax.random.randint(key, (), 0, 2**30)), num_tasks)[0]
-        split, axes = analysis.split_params(
-            params, selected, num_tasks, init=args.init, fresh_init=fresh, key=seed
-        )
-        increase = analysis.parameter_increase(params, selected, num_tasks)
-        split_apply = analysis.split_apply(apply, axes, num_tasks)
-        split_shared = analysis.shared_mask(axes, base=base_mask)
-        _, state_r, log_r = train(
-            split,
-            split_apply,
-            split_shared,
-            method=args.method,
-            epochs=args.epochs,
-            data=train_set,
-            test=test_set,
-            args=args,
-            seed=seed,
-            num_tasks=num_tasks,
-        )
+        retrain = config(args.method, args.epochs, seed)
+        state_u, log_u = run(retrain, dataset, tasks, model=lenet(seed, num_tasks))
+        model, shared, increase, params = split_model(seed, selected, num_tasks, args.init)
+        state_r, log_r = run(retrain, dataset, tasks, model=model, shared=shared)
         for name, state, log in (("unsplit", state_u, log_u), ("recon", state_r, log_r)):
             runs[name].append(
                 {

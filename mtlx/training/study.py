@@ -110,25 +110,54 @@ class Study:
             "runs": [r.to_json() for r in self.records],
         }
 
-    def markdown(self, baseline: str | None = None, *, per_task: bool = True) -> str:
-        """A table: per label the metrics' mean ± std, Δm, and Δm − Δm(baseline) with its 95 % CI."""
+    def markdown(
+        self,
+        baseline: str | None = None,
+        *,
+        per_task: bool = True,
+        labels: Sequence[str] | None = None,
+        paired_with: Mapping[str, str] | None = None,
+    ) -> str:
+        """A table: per label the metrics' mean ± std, Δm, and Δm − Δm(baseline) with its 95 % CI.
+
+        Args:
+          baseline: the label every other is paired with (``None``: no paired column).
+          per_task: one column per (task, metric); else only the mean metric and Δm.
+          labels: the rows (default: every multi-task label).
+          paired_with: per-row baselines ``{label: other}`` that replace ``baseline`` for those
+            rows (RW + MGDA against MGDA); the column then reads "paired Δm difference".
+        """
         names = self.metric_names() if per_task else []
+        rows = self.labels if labels is None else list(labels)
+        paired_with = dict(paired_with or {})
         header = ["method", *[f"{t} {m}" for t, m in names], "mean metric", "Δm (%)"]
-        if baseline is not None:
+        if paired_with:
+            header += ["paired with", "Δm difference [95 % CI]"]
+        elif baseline is not None:
             header.append(f"Δm − Δm({baseline}) [95 % CI]")
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        for label in self.labels:
+        for label in rows:
             s = self.summary(label)
             cells = [label]
             cells += [_pm(*s[f"{t}/{m}"], digits=4) for t, m in names]
             cells.append(_pm(*s["mean_metric"], digits=4))
             cells.append(_pm(*s["delta_m"], digits=2) if "delta_m" in s else "–")
-            if baseline is not None:
-                cells.append("–" if label == baseline else str(self.paired_delta_m(label, baseline)))
+            other = paired_with.get(label, baseline)
+            if paired_with:
+                cells.append(other or "–")
+            if paired_with or baseline is not None:
+                cells.append(
+                    "–"
+                    if other is None or label == other
+                    else str(self.paired_delta_m(label, other))
+                )
             lines.append("| " + " | ".join(cells) + " |")
         base = "" if self.base is None else f" {DELTA_M_CONVENTION}"
         lines.append("")
-        lines.append(f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}); mean ± std.{base}")
+        lines.append(
+            f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}); mean ± std; * marks a "
+            f"paired 95 % interval that excludes 0.{base}"
+        )
         return "\n".join(lines)
 
 
@@ -202,6 +231,15 @@ def single_task_config(config: config_lib.TrainConfig, task_index: int, num_task
     return config.replace(method="scalarization", method_kwargs={"weights": weights})
 
 
+def enable_compilation_cache(directory: str | os.PathLike) -> None:
+    """Turns on JAX's persistent compilation cache in ``directory`` for every program (process-wide)."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _record_path(out_dir: str, label: str, seed: int) -> str:
     return os.path.join(out_dir, "runs", label.replace("/", "__"), f"seed{seed}.json")
 
@@ -214,7 +252,9 @@ def run_study(
     single_task: bool = True,
     dataset: Any = None,
     train_fn: Callable[..., Any] | None = None,
+    sweep_fn: Callable[..., Any] | None = None,
     log: Callable[[str], None] | None = print,
+    compilation_cache: str | os.PathLike | None = None,
 ) -> Study:
     """Trains every ``(label, config)`` of ``runs`` with every seed (and the single-task base).
 
@@ -228,13 +268,25 @@ def run_study(
         and budget; without it, no Δm.
       dataset: a :class:`~mtlx.training.Dataset` to use instead of each config's named dataset.
       train_fn: the training function (``mtlx.training.train`` by default); tests pass a fake.
+      sweep_fn: trains the T single-task models of one seed at once
+        (:func:`mtlx.training.train_sweep` over one-hot weights) when ``train_fn`` is the
+        default; ``None`` with a custom ``train_fn``: one run per task.
       log: progress messages (``None``: silent).
+      compilation_cache: a directory for JAX's persistent compilation cache. The runs of one
+        label differ only in their seed, so their steps compile to the same program: with the
+        cache, every seed after the first skips compilation (several seconds a run on CPU). It
+        sets the process-wide ``jax_compilation_cache_dir``.
 
     Returns:
       The :class:`Study`.
     """
+    if compilation_cache is not None:
+        enable_compilation_cache(compilation_cache)
     if train_fn is None:
         from mtlx.training.loop import train as train_fn
+        from mtlx.training.sweep import train_sweep
+
+        sweep_fn = train_sweep if sweep_fn is None else sweep_fn
     labels = [label for label, _ in runs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study labels must be unique; got {labels}.")
@@ -277,18 +329,15 @@ def run_study(
         first = runs[0][1]
         stl: dict[str, list[dict[str, float]]] = {t: [] for t in task_names}
         for seed in seeds:
-            for i, task in enumerate(task_names):
-                config = single_task_config(first, i, len(task_names))
-                record = run_one(f"{SINGLE_TASK_PREFIX}{task}", config, seed)
+            stl_records = _single_task_records(first, task_names, seed, out, run_one, sweep_fn, log)
+            for task, record in zip(task_names, stl_records):
                 records.append(record)
                 stl[task].append(record.results[task])
         base = {
             task: {m: float(np.mean([r[m] for r in rs])) for m in rs[0]} for task, rs in stl.items()
         }
         records = [
-            dataclasses.replace(
-                r, delta_m=metrics_lib.delta_m(r.results, base, tasks or None)
-            )
+            dataclasses.replace(r, delta_m=metrics_lib.delta_m(r.results, base, tasks or None))
             if not r.label.startswith(SINGLE_TASK_PREFIX)
             else r
             for r in records
@@ -298,6 +347,35 @@ def run_study(
         with open(os.path.join(out, "study.json"), "w", encoding="utf-8") as f:
             json.dump(study.to_json(), f, indent=1)
     return study
+
+
+def _single_task_records(first, task_names, seed, out, run_one, sweep_fn, log) -> list[RunRecord]:
+    """The single-task runs of one seed: one sweep over one-hot weights, or one run per task."""
+    labels = [f"{SINGLE_TASK_PREFIX}{t}" for t in task_names]
+    paths = [None if out is None else _record_path(out, label, seed) for label in labels]
+    cached = all(p is not None and os.path.exists(p) for p in paths)
+    if sweep_fn is None or cached:
+        return [
+            run_one(label, single_task_config(first, i, len(task_names)), seed)
+            for i, label in enumerate(labels)
+        ]
+    num_tasks = len(task_names)
+    config = single_task_config(first, 0, num_tasks).replace(
+        seed=seed, progress=False, workdir=None, baselines=None
+    )
+    sweep = sweep_fn(config, {"weights": np.eye(num_tasks)})
+    seconds = sweep.seconds / num_tasks
+    records = []
+    for label, path, results in zip(labels, paths, sweep.results):
+        record = RunRecord(label, seed, results, seconds)
+        if path is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(record.to_json(), f, indent=1)
+        records.append(record)
+    if log is not None:
+        log(f"single-task runs, seed {seed}: {sweep.seconds:.1f} s for {num_tasks} models at once")
+    return records
 
 
 def summary_rows(study: Study, baseline: str) -> list[Mapping[str, Any]]:
@@ -310,6 +388,8 @@ def summary_rows(study: Study, baseline: str) -> list[Mapping[str, Any]]:
             row["delta_m_mean"], row["delta_m_std"] = s["delta_m"]
             if label != baseline:
                 d = study.paired_delta_m(label, baseline)
-                row.update(diff_mean=d.mean, diff_low=d.low, diff_high=d.high, significant=d.significant)
+                row.update(
+                    diff_mean=d.mean, diff_low=d.low, diff_high=d.high, significant=d.significant
+                )
         rows.append(row)
     return rows

@@ -9,10 +9,8 @@ import pytest
 from mtlx.training import TrainConfig, datasets, train
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
-# Configs of the analysis studies (recon*, conflicts*) are not training configs.
-CONFIGS = sorted(
-    p for p in EXPERIMENTS.glob("*.py") if not p.name.startswith(("recon", "conflicts", "_"))
-)
+# A training config defines get_config(); the studies and reproductions are scripts.
+CONFIGS = sorted(p for p in EXPERIMENTS.glob("*.py") if "def get_config(" in p.read_text())
 
 
 def _load(path):

@@ -71,6 +71,8 @@ def test_paired_difference_matches_the_t_interval():
 
 def test_bad_studies_are_refused():
     with pytest.raises(ValueError, match="unique"):
-        study_lib.run_study([("a", TrainConfig()), ("a", TrainConfig())], [0], train_fn=fake_train({}))
+        study_lib.run_study(
+            [("a", TrainConfig()), ("a", TrainConfig())], [0], train_fn=fake_train({})
+        )
     with pytest.raises(ValueError, match="single-task"):
         study_lib.run_study([("stl/a", TrainConfig())], [0], train_fn=fake_train({}))

@@ -1,0 +1,53 @@
+"""train_sweep: K models in one vmapped run equal K separate runs of the trainer."""
+
+import jax
+import numpy as np
+import pytest
+
+from mtlx.training import TrainConfig, classification_tasks, datasets, train, train_sweep
+
+CONFIG = TrainConfig(
+    dataset="synthetic",
+    model="mlp_hps",
+    model_kwargs={"hidden": (16,)},
+    method="scalarization",
+    method_kwargs={"weights": [1.0, 0.0]},
+    num_steps=20,
+    steps_per_call=10,
+    batch_size=16,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return datasets.synthetic(
+        classification_tasks(("a", "b"), 3), (4, 4, 1), num_train=64, num_test=32
+    )
+
+
+def test_each_swept_model_is_the_run_with_its_hyperparameters(dataset):
+    grid = np.array([[1.0, 0.0], [0.25, 0.75]])
+    sweep = train_sweep(CONFIG, {"weights": grid}, dataset=dataset)
+    assert len(sweep) == 2 and sweep.hyperparams["weights"].shape == (2, 2)
+    for k, weights in enumerate(grid):
+        run = train(CONFIG.replace(method_kwargs={"weights": weights.tolist()}), dataset=dataset)
+        swept_params = jax.tree.map(lambda x, k=k: np.asarray(x)[k], sweep.state.params)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+            swept_params,
+            run.state.params,
+        )
+        assert sweep.results[k].keys() == run.results.keys()
+
+
+def test_a_temperature_sweep_and_bad_grids(dataset):
+    config = CONFIG.replace(method="uw_so", method_kwargs={})
+    sweep = train_sweep(config, {"temperature": np.array([0.5, 5.0, 50.0])}, dataset=dataset)
+    assert [set(r) for r in sweep.results] == [{"a", "b"}] * 3
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        train_sweep(config, {"tau": np.ones(2)}, dataset=dataset)
+    with pytest.raises(ValueError, match="same leading axis"):
+        train_sweep(config, {"temperature": np.float32(1.0)}, dataset=dataset)
+    with pytest.raises(ValueError, match="at least one"):
+        train_sweep(config, {}, dataset=dataset)

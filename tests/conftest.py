@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import hypothesis
 import jax
@@ -6,7 +7,20 @@ import jax
 # Parity and property tests compare against float64 references.
 jax.config.update("jax_enable_x64", True)
 
+# Many tests compile the same program (a method's update on the same shapes, in the contract,
+# property and optax-contract files, on both xdist workers): a persistent compilation cache shared
+# by the run's workers compiles each once. MTLX_TEST_JAX_CACHE="" turns it off.
+_cache = os.environ.get(
+    "MTLX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "mtlx-test-jax-cache")
+)
+if _cache:
+    jax.config.update("jax_compilation_cache_dir", _cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 # JAX compiles on an example's first run: a per-example deadline would time XLA, not the property.
 hypothesis.settings.register_profile("dev", deadline=None, max_examples=25)
-hypothesis.settings.register_profile("ci", deadline=None, max_examples=50, derandomize=True)
+# CI: fewer examples, derandomized (the same examples every run); compiling each new shape, not
+# running an example, is what a property test costs.
+hypothesis.settings.register_profile("ci", deadline=None, max_examples=15, derandomize=True)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

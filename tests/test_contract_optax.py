@@ -22,7 +22,7 @@ def _tasks(entry):
     return max(3, entry["min_tasks"])
 
 
-def _jacobians(num_tasks, dtype=jnp.float64, steps=3, seed=0):
+def _jacobians(num_tasks, dtype=jnp.float64, steps=2, seed=0):
     rng = np.random.default_rng(seed)
     return [jnp.asarray(rng.standard_normal((num_tasks, P)), dtype) for _ in range(steps)]
 
@@ -63,7 +63,8 @@ def test_inject_hyperparams_gives_the_same_updates(entry):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_low_precision_jacobians(entry, dtype):
-    """A float32 / bfloat16 Jacobian gives a finite update of the params' shape and dtype."""
+    """A float32 / bfloat16 Jacobian gives a finite update of the params' shape and dtype (float32:
+    within 1e-3 of the float64 update for deterministic methods)."""
     if dtype not in entry["dtypes"]:
         pytest.skip(f"{entry['name']} does not take {dtype} Jacobians")
     num_tasks = _tasks(entry)
@@ -74,10 +75,10 @@ def test_low_precision_jacobians(entry, dtype):
         chex.assert_shape(out, (P,))
         chex.assert_type(out, jnp.dtype(dtype))
         chex.assert_tree_all_finite(out)
-    if "seed" in inspect.signature(getattr(mtlx, entry["name"])).parameters:
+    if dtype != "float32" or "seed" in inspect.signature(getattr(mtlx, entry["name"])).parameters:
         return  # random draws depend on the dtype (GradDrop draws U in the rows' dtype)
     reference = _run(tx, [j.astype(jnp.float64) for j in jacs], dtype=jnp.float64)
-    tol = {"float32": 1e-3, "bfloat16": 1e-1}[dtype]
+    tol = 1e-3
     for out, ref in zip(outs, reference):
         error = np.linalg.norm(np.asarray(out, np.float64) - np.asarray(ref))
         assert error <= tol * (np.linalg.norm(np.asarray(ref)) + 1.0), (entry["name"], error)
@@ -109,8 +110,9 @@ def test_cr_mogm_wraps_every_weighting(entry):
     ]
     params = {"heads": jnp.zeros((num_tasks, 2)), "shared": jnp.zeros((P,))}
     s_plain, s_wrapped = tx.init(params), wrapped.init(params)
+    plain_update, wrapped_update = jax.jit(tx.update), jax.jit(wrapped.update)
     for step, j in enumerate(jacs):
         losses = _losses(num_tasks, step)
-        expected, s_plain = tx.update(j, s_plain, params, task_losses=losses)
-        got, s_wrapped = wrapped.update(j, s_wrapped, params, task_losses=losses)
+        expected, s_plain = plain_update(j, s_plain, params, task_losses=losses)
+        got, s_wrapped = wrapped_update(j, s_wrapped, params, task_losses=losses)
         chex.assert_trees_all_close(got, expected, rtol=1e-9, atol=1e-12)

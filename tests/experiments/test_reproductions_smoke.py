@@ -1,0 +1,53 @@
+"""The reproduction scripts run end to end at tiny settings: structure and finite numbers."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rlw_litmus_smoke(tmp_path):
+    module = _load("rlw_litmus")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--steps", "10", "--steps-per-call", "5",
+         "--methods", "ew,rlw,pcgrad", "--rw-methods", "pcgrad", "--distributions", "bernoulli",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["summary"]) == {"ew", "rlw", "pcgrad", "rw+pcgrad", "rlw-bernoulli"}
+    for label, stats in saved["summary"].items():
+        mean, std = stats["delta_m"]
+        assert math.isfinite(mean) and std == 0.0, label  # one seed
+    assert set(saved["single_task_base"]) == {"left", "right", "sum_parity", "left_greater"}
+    assert "rlw_vs_ew" in summary["verdict"]
+    text = (tmp_path / "results.md").read_text()
+    assert "positive = better" in text and "The paper" in text
+    assert (tmp_path / "delta_m.png").stat().st_size > 0
+
+
+def test_uw_so_vs_scalarization_smoke(tmp_path):
+    module = _load("uw_so_vs_scalarization")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--steps", "10", "--steps-per-call", "5",
+         "--grid-step", "0.25", "--temperatures", "1,10", "--baselines", "ew",
+         "--sequential-grid", "1", "--out", str(tmp_path)]
+    )  # fmt: skip
+    grid = summary["grid_delta_m"]
+    assert len(grid) == 1 and len(grid[0]) == 3  # 1 seed x the 3 points of the 0.25 grid
+    assert all(math.isfinite(x) for row in grid for x in row)
+    assert all(math.isfinite(x) for row in summary["temperature_delta_m"] for x in row)
+    assert summary["timing"]["sequential_points"] == 1
+    assert summary["timing"]["sweep_vs_sequential_max_abs_delta_m"] < 1.0
+    for name, entry in summary["comparisons"].items():
+        assert math.isfinite(entry["mean"]), name
+    assert (tmp_path / "delta_m_over_temperature.png").stat().st_size > 0
+    assert "positive = better" in (tmp_path / "results.md").read_text()

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         nargs="+",
         default=None,
-        help="one or more mtlx methods (ew rlw pcgrad mgda uw_so upgrad ...); one run each "
+        help="one or more mtlx methods (ew rlw pcgrad mgda uw_so upgrad ...), each optionally with "
+        "its own arguments (uw_so:temperature=50); one run each "
         f"(default: the config's, {DEFAULT_METHODS[0]})",
     )
     add(
@@ -242,10 +243,29 @@ def configs_from_args(args: argparse.Namespace) -> list:
     methods = args.method or [base.method]
     configs = []
     for method in methods:
-        name = config_lib.resolve_method_name(method)
+        spec, extra = parse_method_spec(method)
+        name = config_lib.resolve_method_name(spec)
         workdir = None if args.workdir is None else os.path.join(args.workdir, name)
-        configs.append(base.replace(method=name, workdir=workdir).validate())
+        kwargs = {**base.method_kwargs, **extra}
+        configs.append(base.replace(method=name, method_kwargs=kwargs, workdir=workdir).validate())
     return configs
+
+
+def parse_method_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``"uw_so:temperature=50"`` -> ``("uw_so", {"temperature": 50})``: one method's own arguments.
+
+    After the name, ``key=value`` pairs separated by commas (values read as JSON when they parse),
+    for this method only; ``--method-kwargs`` applies to every method.
+    """
+    name, _, spec = text.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        if "=" not in item:
+            raise SystemExit(
+                f"error: --method {text!r}: expected NAME:key=value[,key=value]; got {item!r}."
+            )
+        kwargs.update(_json_arg(item))
+    return name, kwargs
 
 
 def resolve_baselines(args: argparse.Namespace, config: Any) -> dict[str, dict[str, float]] | None:
@@ -287,7 +307,10 @@ def format_table(results: Sequence) -> str:
     header += ["time (s)"]
     rows = []
     for r in results:
-        row = [r.config.method, *[f"{r.results[t][m]:.4f}" for t, m in columns]]
+        label = r.config.method
+        if r.config.method_kwargs:
+            label += ":" + ",".join(f"{k}={v}" for k, v in r.config.method_kwargs.items())
+        row = [label, *[f"{r.results[t][m]:.4f}" for t, m in columns]]
         if has_dm:
             row.append("-" if r.delta_m is None else f"{r.delta_m:+.2f}")
         row.append(f"{r.seconds:.1f}")

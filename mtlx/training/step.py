@@ -57,8 +57,10 @@ class StepContext(NamedTuple):
       model_state: the model's other variables before the step (batch statistics, PRNG counts).
       batch: this step's batch.
       losses: ``(T,)`` float32 task losses.
-      jac: the lazy :class:`mtlx.Jacobian` the engine returned (rows or the Gramian already asked
-        for by the method are cached; asking for more costs more backward passes).
+      jac: the lazy :class:`mtlx.Jacobian` the engine returned. Asking it for rows or the
+        Gramian costs T more backward passes (XLA may share them with the method's when both are
+        in the same trace); for statistics on every step, put ``mtlx.conflict_monitor`` in the
+        chain instead, which hands its rows on to the method.
       opt_state: the optax chain's state before the update.
       new_opt_state: the optax chain's state after the update.
       updates: the updates ``tx`` returned (added to ``params``).

@@ -114,3 +114,13 @@ def test_cli_prints_delta_m_with_trained_or_saved_baselines(tmp_path, capsys):
     assert "Δm" not in capsys.readouterr().out
     assert cli.main([*args, "--baselines", str(tmp_path / "nope.json")]) == 2
     assert set(saved) == {"left", "right"}
+
+
+def test_a_method_takes_its_own_arguments():
+    from mtlx.train import parse_method_spec
+
+    assert parse_method_spec("uw_so:temperature=50") == ("uw_so", {"temperature": 50})
+    assert parse_method_spec("cagrad:c=0.4,rescale=0") == ("cagrad", {"c": 0.4, "rescale": 0})
+    assert parse_method_spec("ew") == ("ew", {})
+    with pytest.raises(SystemExit, match="NAME:key=value"):
+        parse_method_spec("uw_so:50")

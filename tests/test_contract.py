@@ -1,4 +1,4 @@
-"""The contract every weighting method keeps (DESIGN.md section 1), over METHODS_UNDER_TEST."""
+"""The contract every weighting method keeps (the public protocol), over METHODS_UNDER_TEST."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""The dependency direction of DESIGN.md section 6, enforced on the source (no cycles, light core)."""
+"""The dependency direction of the packages, enforced on the source (no cycles, light core)."""
 
 import ast
 import pathlib

@@ -1,4 +1,4 @@
-"""Gradient-conflict analysis and Recon (DESIGN.md section 4).
+"""Gradient-conflict analysis and Recon (per-layer statistics, the conflict monitor, Recon).
 
 * :mod:`~mtlx.analysis.conflict`: cosines, conflict indicators, magnitude similarity, norm ratios
   and sign disagreement per task pair, on the whole shared vector and per layer;

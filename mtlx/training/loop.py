@@ -227,15 +227,7 @@ def train(
     )
     tasks = check_tasks(ds.tasks)
     if model is None:
-        input_shape = np.shape(first_example(ds.train)[ds.input_key])
-        model = config_lib.make_model(
-            config.model,
-            len(tasks),
-            config.seed,
-            input_shape,
-            output_sizes={t.name: t.output_size for t in tasks},
-            **config.model_kwargs,
-        )
+        model = model_for(config, ds)
     elif not _is_module(model):
         raise ValueError(
             f"model must be a flax nnx.Module returning one output per task; got "
@@ -384,6 +376,19 @@ def _concatenate(chunks: Sequence[PyTree]) -> PyTree:
     if not chunks:
         return None
     return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *chunks)
+
+
+def model_for(config: config_lib.TrainConfig, ds: datasets_lib.Dataset) -> Any:
+    """``config.model`` built for ``ds``: its number of tasks, input shape and output sizes."""
+    tasks = check_tasks(ds.tasks)
+    return config_lib.make_model(
+        config.model,
+        len(tasks),
+        config.seed,
+        np.shape(first_example(ds.train)[ds.input_key]),
+        output_sizes={t.name: t.output_size for t in tasks},
+        **config.model_kwargs,
+    )
 
 
 def source_size(source: Any) -> int:

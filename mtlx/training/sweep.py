@@ -131,15 +131,7 @@ def train_sweep(
         else datasets_lib.load(config.dataset, **config.dataset_kwargs)
     )
     tasks = check_tasks(ds.tasks)
-    input_shape = np.shape(loop_lib.first_example(ds.train)[ds.input_key])
-    model = config_lib.make_model(
-        config.model,
-        len(tasks),
-        config.seed,
-        input_shape,
-        output_sizes={t.name: t.output_size for t in tasks},
-        **config.model_kwargs,
-    )
+    model = loop_lib.model_for(config, ds)
     model.train()
     tx = optax.chain(
         _injected_method(config, len(tasks), values),

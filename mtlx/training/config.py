@@ -268,11 +268,15 @@ def method_kwargs(config: TrainConfig, num_tasks: int) -> dict[str, Any]:
     return kwargs
 
 
-def make_tx(config: TrainConfig, num_tasks: int) -> optax.GradientTransformation:
+def make_tx(
+    config: TrainConfig, num_tasks: int, *, method: optax.GradientTransformation | None = None
+) -> optax.GradientTransformation:
     """``optax.chain([random_row_weights,] method, optimizer)`` from the config.
 
     The method's seed defaults to ``config.seed``; with ``config.random_row_weights`` the rows are
     scaled by random weights of that distribution before the method (Lin et al.'s "RW + method").
+    ``method`` replaces the one ``config.method`` names (e.g. the same factory through
+    ``optax.inject_hyperparams``, as :func:`mtlx.training.train_sweep` builds it).
     """
     if config.optimizer == "adatask":
         # AdaTask is a complete optimizer over the Jacobian (per-task Adam moments): the chain is
@@ -289,7 +293,9 @@ def make_tx(config: TrainConfig, num_tasks: int) -> optax.GradientTransformation
                 "per-task scale): leave random_row_weights=None with optimizer='adatask'."
             )
         return mtlx.adatask(config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs)
-    method = getattr(mtlx, resolve_method_name(config.method))(**method_kwargs(config, num_tasks))
+    if method is None:
+        factory = getattr(mtlx, resolve_method_name(config.method))
+        method = factory(**method_kwargs(config, num_tasks))
     chain = [
         method,
         make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs),

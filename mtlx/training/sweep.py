@@ -84,12 +84,20 @@ def _injected_method(
 
 
 def _set_hyperparams(opt_state: PyTree, values: Mapping[str, jax.Array]) -> PyTree:
-    """``opt_state`` with the injected hyperparameters replaced by ``values`` (one model's)."""
-    method_state, *rest = opt_state
-    hyperparams = dict(method_state.hyperparams)
-    for name, value in values.items():
-        hyperparams[name] = jnp.asarray(value, hyperparams[name].dtype)
-    return (method_state._replace(hyperparams=hyperparams), *rest)
+    """``opt_state`` (the chain's tuple) with the method's injected hyperparameters replaced by
+    ``values`` (one model's); the method's state is the one that holds them."""
+
+    def replace(state: Any) -> Any:
+        hyperparams = getattr(state, "hyperparams", None)
+        if not isinstance(hyperparams, dict) or not set(values) <= set(hyperparams):
+            return state
+        new = {
+            **hyperparams,
+            **{n: jnp.asarray(v, hyperparams[n].dtype) for n, v in values.items()},
+        }
+        return state._replace(hyperparams=new)
+
+    return tuple(replace(state) for state in opt_state)
 
 
 def train_sweep(
@@ -133,12 +141,13 @@ def train_sweep(
     tasks = check_tasks(ds.tasks)
     model = loop_lib.model_for(config, ds)
     model.train()
-    tx = optax.chain(
-        _injected_method(config, len(tasks), values),
-        config_lib.make_optimizer(
-            config.optimizer, config.learning_rate, **config.optimizer_kwargs
-        ),
-    )
+    if config.optimizer == "adatask":
+        raise ValueError(
+            "train_sweep sweeps a weighting method's hyperparameters; AdaTask has no weighting "
+            "method: sweep optimizer='adatask' runs one by one with train()."
+        )
+    # The same chain as train(): random row weights, the method, the optimizer.
+    tx = config_lib.make_tx(config, len(tasks), method=_injected_method(config, len(tasks), values))
     train_step = step_lib.make_train_step(
         model,
         tasks,

@@ -51,3 +51,19 @@ def test_a_temperature_sweep_and_bad_grids(dataset):
         train_sweep(config, {"temperature": np.float32(1.0)}, dataset=dataset)
     with pytest.raises(ValueError, match="at least one"):
         train_sweep(config, {}, dataset=dataset)
+
+
+def test_random_row_weights_go_before_the_swept_method(dataset):
+    """The sweep builds the trainer's chain: random row weights first, as train() does."""
+    config = CONFIG.replace(random_row_weights="normal")
+    grid = np.array([[1.0, 0.0], [0.25, 0.75]])
+    sweep = train_sweep(config, {"weights": grid}, dataset=dataset)
+    run = train(config.replace(method_kwargs={"weights": grid[1].tolist()}), dataset=dataset)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a)[1], b, rtol=1e-4, atol=1e-5),
+        sweep.state.params,
+        run.state.params,
+    )
+    with pytest.raises(ValueError, match="AdaTask"):
+        train_sweep(CONFIG.replace(method="ew", method_kwargs={}, optimizer="adatask"),
+                    {"weights": grid}, dataset=dataset)  # fmt: skip

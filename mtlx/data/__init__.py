@@ -18,6 +18,8 @@ from mtlx.data.celeba import load_celeba
 from mtlx.data.cifar10_corrupted import CORRUPTIONS as CIFAR10_CORRUPTIONS
 from mtlx.data.cifar10_corrupted import load_cifar10_corrupted
 from mtlx.data.cityscapes import load_cityscapes, prepare_cityscapes
+from mtlx.data.corruptions import CORRUPTIONS as IMAGE_CORRUPTIONS
+from mtlx.data.corruptions import corrupt, corrupt_images
 from mtlx.data.digits import NUM_CLASSES as DIGITS_NUM_CLASSES
 from mtlx.data.digits import TASKS as DIGITS_TASKS
 from mtlx.data.digits import load_multi_digits
@@ -43,6 +45,7 @@ __all__ = [
     "CIFAR10_CORRUPTIONS",
     "DIGITS_NUM_CLASSES",
     "DIGITS_TASKS",
+    "IMAGE_CORRUPTIONS",
     "NYUV2_TASKS",
     "YEAST_TASKS",
     "Batches",
@@ -51,6 +54,8 @@ __all__ = [
     "DatasetNotFoundError",
     "TaskSpec",
     "batches",
+    "corrupt",
+    "corrupt_images",
     "dataset_names",
     "dataset_tasks",
     "default_data_dir",

@@ -4,7 +4,10 @@ scikit-learn ships the UCI handwritten digits (1,797 images, 8 x 8, 16 grey leve
 package, so this set needs no download: it is the default data of the CLI, the tests and the
 examples. Like Multi-MNIST, each example puts two digits side by side (an 8 x 16 image) and the
 tasks classify the left and the right digit (10 classes each); optional extra tasks are the parity
-of their sum and whether the left digit is the larger.
+of their sum and whether the left digit is the larger (classification), and ``"sum"``, the sum of
+the two digits (0-18) as a **regression** target (L1 loss, MAE): a task of another type and loss
+scale than the digit classifiers, for studies that need heterogeneous tasks (e.g. the gradient
+magnitudes of Elich et al., "Challenging Common Paradigms in Multi-Task Learning", 2024).
 
 The split is by source image: test examples are built from digits never seen in training.
 """
@@ -17,8 +20,10 @@ import numpy as np
 
 from mtlx.data.registry import Dataset, TaskSpec, register_dataset
 
-TASKS = ("left", "right", "sum_parity", "left_greater")
+TASKS = ("left", "right", "sum_parity", "left_greater", "sum")
+# Classes of the classification tasks; "sum" is a regression task (one output).
 NUM_CLASSES = {"left": 10, "right": 10, "sum_parity": 2, "left_greater": 2}
+REGRESSION_TASKS = ("sum",)
 _TEST_FRACTION = 0.25
 
 
@@ -49,7 +54,10 @@ def load_multi_digits(
       seed: seed of the train/test partition and the pairing (the same seed gives the same set).
 
     Returns:
-      ``{"image": float32 (N, 8, 16, 1) in [0, 1], "labels": int32 (N, T)}``.
+      ``{"image": float32 (N, 8, 16, 1) in [0, 1], "labels": int32 (N, T)}``, one label column
+      per task in ``tasks`` order; with the regression task ``"sum"`` also ``"sum": float32
+      (N,)`` (the trainer reads a task's own key before the label block, so ``"sum"`` is
+      regressed on the float target; its integer column keeps the other tasks' column indices).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
@@ -72,17 +80,27 @@ def load_multi_digits(
         "right": digit_right,
         "sum_parity": (digit_left + digit_right) % 2,
         "left_greater": (digit_left > digit_right).astype(np.int32),
+        "sum": digit_left + digit_right,
     }
     labels = np.stack([columns[t] for t in tasks], axis=1).astype(np.int32)
-    return {"image": image.astype(np.float32), "labels": labels}
+    out = {"image": image.astype(np.float32), "labels": labels}
+    for t in REGRESSION_TASKS:
+        if t in tasks:
+            out[t] = columns[t].astype(np.float32)
+    return out
 
 
 def digits_tasks(tasks: Sequence[str] = ("left", "right"), **_: object) -> tuple[TaskSpec, ...]:
-    """The classification tasks of Multi-Digits with ``tasks``, in label-column order."""
+    """The tasks of Multi-Digits with ``tasks``, in label-column order (``"sum"``: regression)."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown tasks {unknown}; choose from {TASKS}.")
-    return tuple(TaskSpec(t, "classification", NUM_CLASSES[t]) for t in tasks)
+    return tuple(
+        TaskSpec(t, "regression")
+        if t in REGRESSION_TASKS
+        else TaskSpec(t, "classification", NUM_CLASSES[t])
+        for t in tasks
+    )
 
 
 @register_dataset("digits", tasks=digits_tasks)
@@ -92,10 +110,11 @@ def digits_dataset(
     num_test: int | None = None,
     seed: int = 0,
 ) -> Dataset:
-    """Multi-Digits (offline, 8 x 16 images, 2-4 classification tasks): the default dataset.
+    """Multi-Digits (offline, 8 x 16 images, 1-5 tasks, digit classes and their sum): the default.
 
     Args:
-      tasks: task names from :data:`TASKS`.
+      tasks: task names from :data:`TASKS` (``"sum"`` is a regression task with one output: use a
+        model whose heads may differ in size, e.g. :class:`mtlx.models.PerTaskHeads`).
       num_train: training pairs (default: one per training source image, 1,348).
       num_test: test pairs (default: one per test source image, 449).
       seed: seed of the partition and the pairing.

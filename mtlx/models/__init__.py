@@ -20,6 +20,7 @@ This package imports only flax, jax and numpy.
 from mtlx.models._hps import MultiTaskModel, PerTaskHeads, TaskHeads, is_shared
 from mtlx.models._lenet import LeNetEncoder, LeNetHead, lenet_hps
 from mtlx.models._mlp import MLP, mlp_hps
+from mtlx.models._narrow_resnet import NarrowBlock, NarrowResNetEncoder, narrow_resnet_hps
 from mtlx.models._resnet import BasicBlock, ResNet18Encoder, resnet18_hps
 from mtlx.models._segnet import (
     NYUV2_TASKS,
@@ -38,6 +39,8 @@ __all__ = [
     "LeNetHead",
     "MLP",
     "MultiTaskModel",
+    "NarrowBlock",
+    "NarrowResNetEncoder",
     "PerTaskHeads",
     "ResNet18Encoder",
     "SegNetEncoder",
@@ -47,6 +50,7 @@ __all__ = [
     "max_pool_with_argmax",
     "max_unpool",
     "mlp_hps",
+    "narrow_resnet_hps",
     "resnet18_hps",
     "segnet_mtl",
 ]

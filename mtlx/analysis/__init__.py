@@ -24,20 +24,33 @@ from mtlx.analysis.conflict import (
     statistics_from_gramian,
 )
 from mtlx.analysis.monitor import (
+    RECON_COSINE_BINS,
     ConflictMonitorState,
     conflict_monitor,
+    cosine_bin_fractions,
+    last_layer_gramians,
     layer_conflict_counts,
     layer_conflict_summary,
+    whole_vector_cosines,
 )
 from mtlx.analysis.recon import (
+    ENTRIES_KEY,
     ParameterIncrease,
     conflict_fraction,
+    first_layers,
+    jaccard,
+    last_layers,
+    layer_order,
+    layer_scores_from_gramians,
     parameter_increase,
+    random_layers,
+    random_parameter_mask,
     recon_scores,
     select_layers,
     shared_mask,
     split_apply,
     split_axes,
+    split_entries,
     split_params,
 )
 from mtlx.analysis.single_task import (

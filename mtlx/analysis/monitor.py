@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +37,15 @@ class ConflictMonitorState(NamedTuple):
     observations: jax.Array  # int32 ()
     cosine_sum: jax.Array  # float32 ()
     cosine_sq_sum: jax.Array  # float32 ()
+    # float32 (T, T) per layer: the Gramian of the last monitored step (only with ``num_tasks``;
+    # an empty dict otherwise). Sums of per-layer Gramians are Gramians of concatenated layers, so
+    # an ``observe`` hook that records these can give the cosine over any set of layers afterwards.
+    layer_last_gramian: dict[str, jax.Array]
+
+
+# The paper's cosine bins (Recon, Shi et al., ICLR 2023): (−0.01, −1], (−0.02, −1], (−0.05, −1],
+# (−0.1, −1], each the share of (step, task pair) whose whole-shared-vector cosine is below the edge.
+RECON_COSINE_BINS = (-0.01, -0.02, -0.05, -0.1)
 
 
 def conflict_monitor(
@@ -44,6 +53,7 @@ def conflict_monitor(
     *,
     every: int = 1,
     signs: bool = True,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""An identity transform whose state accumulates per-layer gradient-conflict statistics.
 
@@ -69,6 +79,9 @@ def conflict_monitor(
         are T more: ``every > 1`` keeps the average step cheap.
       signs: also accumulate the sign-disagreement fraction (one more T x T product per leaf);
         without it the sign sums stay 0.
+      num_tasks: T; when given, the state also keeps each layer's ``(T, T)`` Gramian of the last
+        monitored step (``layer_last_gramian``, read by :func:`last_layer_gramians` inside an
+        ``observe`` hook: per-step Gramians at no extra backward pass).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``init(params)`` needs the parameters (their
@@ -86,6 +99,8 @@ def conflict_monitor(
     conflict._thresholds_array(s_tuple)  # validates at construction, not at the first update
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be a positive int; got {every!r}.")
+    if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
+        raise ValueError(f"num_tasks must be a positive int or None; got {num_tasks!r}.")
     num_s = len(s_tuple)
 
     def init_fn(params: PyTree) -> ConflictMonitorState:
@@ -111,6 +126,9 @@ def conflict_monitor(
             observations=jnp.zeros((), jnp.int32),
             cosine_sum=jnp.zeros((), jnp.float32),
             cosine_sq_sum=jnp.zeros((), jnp.float32),
+            layer_last_gramian={}
+            if num_tasks is None
+            else {n: jnp.zeros((num_tasks, num_tasks), jnp.float32) for n in names},
         )
 
     def observe(jac: jacobians.Jacobian, state: ConflictMonitorState) -> ConflictMonitorState:
@@ -142,11 +160,18 @@ def conflict_monitor(
                 out[name] = field[name] + sums[key][i]
             return out
 
+        if num_tasks is not None and jac.num_tasks != num_tasks:
+            raise ValueError(
+                f"conflict_monitor(num_tasks={num_tasks}) got a Jacobian of {jac.num_tasks} tasks."
+            )
         last = dict(state.layer_last_cosine)
         obs = dict(state.layer_observations)
+        gram = dict(state.layer_last_gramian)
         for i, name in enumerate(lj.layers):
             last[name] = sums["last"][i]
             obs[name] = obs[name] + num_pairs
+            if num_tasks is not None:
+                gram[name] = f32(lj.gramians[i])
         return state._replace(
             steps=state.steps + 1,
             layer_counts=add(state.layer_counts, "counts"),
@@ -156,6 +181,7 @@ def conflict_monitor(
             layer_magnitude_similarity_sum=add(state.layer_magnitude_similarity_sum, "gms"),
             layer_sign_disagreement_sum=add(state.layer_sign_disagreement_sum, "sign"),
             layer_last_cosine=last,
+            layer_last_gramian=gram,
             counts=state.counts + total.conflicts.sum(-2).astype(jnp.int32),
             observations=state.observations + num_pairs,
             cosine_sum=state.cosine_sum + f32(total.cosine).sum(),
@@ -250,3 +276,93 @@ def layer_conflict_summary(state: Any) -> dict[str, dict[str, Any]]:
         state.observations, state.counts, state.cosine_sum, state.cosine_sq_sum
     )
     return out
+
+
+def last_layer_gramians(state: Any) -> dict[str, jax.Array]:
+    """Each layer's ``(T, T)`` Gramian of the last monitored step, for an ``observe`` hook.
+
+    Use inside the jitted step, on the chain's new state, with a monitor built with
+    ``num_tasks``::
+
+      tx = optax.chain(mtlx.conflict_monitor(num_tasks=T), mtlx.pcgrad(), optax.adam(1e-3))
+      observe = lambda ctx: mtlx.analysis.last_layer_gramians(ctx.new_opt_state)
+
+    The trainer stacks them over steps: ``{layer: (steps, T, T)}``, the input of
+    :func:`whole_vector_cosines` and :func:`mtlx.analysis.layer_scores_from_gramians`. Layers
+    without shared leaves (task-specific, e.g. Recon's split layers) stay all zero.
+
+    Raises:
+      ValueError: no monitor in ``state``, or a monitor built without ``num_tasks``.
+    """
+    mon = _find_state(state)
+    if not mon.layer_last_gramian:
+        raise ValueError(
+            "the conflict monitor keeps no Gramians: build it with conflict_monitor(num_tasks=T)."
+        )
+    return dict(mon.layer_last_gramian)
+
+
+def whole_vector_cosines(
+    gramians: Mapping[str, Any],
+    *,
+    layers: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> np.ndarray:
+    r"""Pairwise cosines of the task gradients over the concatenation of several layers.
+
+    Recon's conflict measure (Shi et al., ICLR 2023, the distribution of :math:`\cos\phi_{ij}` of
+    the task gradients w.r.t. *all* shared parameters, not per layer). The Gramian of a
+    concatenated vector is the sum of the per-layer Gramians,
+    :math:`G = \sum_{\ell \in L} J_\ell J_\ell^\top`, and
+    :math:`\cos_{st} = G_{st} / \sqrt{G_{ss} G_{tt}}` (0 where a gradient is zero).
+
+    Args:
+      gramians: ``{layer: (..., T, T)}``, e.g. :func:`last_layer_gramians` stacked over steps.
+      layers: the layers whose parameters form the vector (default: every key of ``gramians``).
+      exclude: layers left out (e.g. Recon's split layers, to compare an unsplit model on the
+        layers that a split model keeps shared).
+
+    Returns:
+      Host array ``(..., T (T - 1) / 2)`` of cosines, pairs in
+      :func:`mtlx.analysis.pair_indices` order.
+
+    Raises:
+      ValueError: an unknown layer, or no layer left.
+    """
+    names = list(gramians) if layers is None else list(layers)
+    unknown = [k for k in [*names, *exclude] if k not in gramians]
+    if unknown:
+        raise ValueError(f"layers {unknown} have no Gramian; the Gramians are {list(gramians)}.")
+    keep = [k for k in names if k not in set(exclude)]
+    if not keep:
+        raise ValueError("no layer left to form the vector.")
+    total = sum(np.asarray(gramians[k], np.float64) for k in keep)
+    return np.asarray(conflict.statistics_from_gramian(jnp.asarray(total), (0.0,)).cosine)
+
+
+def cosine_bin_fractions(
+    cosines: Any, bins: Sequence[float] = RECON_COSINE_BINS
+) -> dict[float, float]:
+    """Share of the cosines in each of Recon's bins ``(edge, −1]``: ``{edge: mean(cos < edge)}``.
+
+    Shi et al. (ICLR 2023) report the share of (step, task pair) whose cosine lies in
+    (−0.01, −1], (−0.02, −1], (−0.05, −1] and (−0.1, −1] (:data:`RECON_COSINE_BINS`). The bins are
+    nested, so the shares decrease. ``cos < edge`` and the paper's interval differ only at the
+    edge itself, a float equality.
+
+    Args:
+      cosines: any array of cosines (e.g. :func:`whole_vector_cosines` of every step).
+      bins: the upper edges, each in ``[-1, 1]``.
+
+    Raises:
+      ValueError: no cosine, a NaN, or an edge outside ``[-1, 1]``.
+    """
+    cos = np.asarray(cosines, np.float64).ravel()
+    if cos.size == 0:
+        raise ValueError("no cosines to bin.")
+    if np.isnan(cos).any():
+        raise ValueError("the cosines contain NaN.")
+    edges = [float(b) for b in bins]
+    if any(not -1.0 <= b <= 1.0 for b in edges):
+        raise ValueError(f"bin edges are cosines in [-1, 1]; got {edges}.")
+    return {b: float(np.mean(cos < b)) for b in edges}

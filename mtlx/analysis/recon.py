@@ -263,3 +263,229 @@ def conflict_fraction(
     conflicts = sum(int(counts[k][index]) for k in keep)
     observations = sum(int(mon.layer_observations[k]) for k in keep)
     return conflicts / max(observations, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's controls: random layers (RSL), random parameters (RSP), first-K and last-K layers,
+# and the search's stability.
+
+
+def _check_k(k: int, candidates: Sequence[str], what: str) -> list[str]:
+    candidates = list(candidates)
+    if len(set(candidates)) != len(candidates):
+        raise ValueError(f"the candidate layers repeat a name: {candidates}.")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"{what}: K must be a non-negative int; got {k!r}.")
+    if k > len(candidates):
+        raise ValueError(f"{what}: K = {k} is larger than the {len(candidates)} candidate layers.")
+    return candidates
+
+
+def _key(key: jax.Array | int) -> jax.Array:
+    return jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+
+
+def random_layers(candidates: Sequence[str], k: int, *, key: jax.Array | int) -> list[str]:
+    """RSL: ``k`` layers drawn uniformly without replacement from ``candidates``.
+
+    The control of Shi et al. (ICLR 2023, "Recon"; random selection of layers): as many layers as
+    Recon splits, chosen without looking at conflicts. Returned in the candidates' order.
+
+    Raises:
+      ValueError: ``k`` negative or larger than the number of candidates, repeated candidates.
+    """
+    candidates = _check_k(k, candidates, "random_layers")
+    chosen = jax.random.choice(_key(key), len(candidates), (int(k),), replace=False)
+    picked = set(np.asarray(chosen).tolist())
+    return [c for i, c in enumerate(candidates) if i in picked]
+
+
+def first_layers(order: Sequence[str], k: int) -> list[str]:
+    """The first ``k`` layers of ``order`` (e.g. :func:`layer_order`: the input side).
+
+    An ablation of Recon (Shi et al., ICLR 2023): split the bottom layers, as a fixed
+    shared-bottom / task-specific-top design would, instead of the most conflicting ones.
+
+    Raises:
+      ValueError: ``k`` negative or larger than ``len(order)``, repeated names.
+    """
+    return _check_k(k, order, "first_layers")[: int(k)]
+
+
+def last_layers(order: Sequence[str], k: int) -> list[str]:
+    """The last ``k`` layers of ``order`` (the output side; the deepest shared layers).
+
+    The counterpart of :func:`first_layers`: a wider task-specific top, the usual alternative to
+    Recon's conflict-driven choice. Same errors.
+    """
+    order = _check_k(k, order, "last_layers")
+    return order[len(order) - int(k) :]
+
+
+def layer_order(apply_fn: Callable[..., Any], params: PyTree, *inputs: Any) -> list[str]:
+    """The layers of ``params`` in the order the forward pass first reads them.
+
+    Layer names (:func:`mtlx.analysis.layer_names`) follow the tree's key order (alphabetical for
+    a Flax state: ``blocks`` before ``stem``); first-K / last-K need the network's order. This
+    traces ``apply_fn(params, *inputs)`` once (``jax.make_jaxpr``, no computation) and orders the
+    layers by the first top-level equation that reads one of their leaves.
+
+    Caveats: a leaf read only inside a nested call (e.g. a ``jax.jit``-ed sub-function) counts at
+    that call; layers never read come last, in tree order.
+    """
+    names = conflict.layer_names(params)
+    leaf_layers = [
+        conflict.layer_of_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
+    jaxpr = jax.make_jaxpr(apply_fn)(params, *inputs).jaxpr
+    invars = jaxpr.invars[: len(leaf_layers)]
+    first: dict[Any, int] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not hasattr(v, "val") and v not in first:  # skip literals
+                first[v] = i
+    big = len(jaxpr.eqns) + 1
+    position: dict[str, int] = {}
+    for var, layer in zip(invars, leaf_layers):
+        position[layer] = min(position.get(layer, big), first.get(var, big))
+    return sorted(names, key=lambda n: (position[n], names.index(n)))
+
+
+def random_parameter_mask(
+    params: PyTree, count: int, *, key: jax.Array | int, layers: Iterable[str] | None = None
+) -> PyTree:
+    """RSP: a bool tree with exactly ``count`` True entries, uniform over the entries of ``layers``.
+
+    The control of Shi et al. (ICLR 2023, "Recon"; random selection of parameters): as many
+    individual parameters as Recon's split layers hold, scattered over the shared layers, made
+    task-specific with :func:`split_entries`.
+
+    Args:
+      params: the parameters.
+      count: how many entries (e.g. the parameters of Recon's layers).
+      key: PRNG key or seed.
+      layers: the layers to draw from (default: all).
+
+    Raises:
+      ValueError: ``count`` negative or more than the eligible entries, unknown layers.
+    """
+    allowed = set(conflict.layer_names(params)) if layers is None else _check_layers(params, layers)
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    sizes = [
+        int(np.size(x)) if conflict.layer_of_path(p) in allowed else 0 for p, x in paths_leaves
+    ]
+    total = sum(sizes)
+    if not isinstance(count, (int, np.integer)) or count < 0 or count > total:
+        raise ValueError(f"count must be an int in [0, {total}] (eligible entries); got {count!r}.")
+    chosen = np.zeros(total, bool)
+    chosen[np.asarray(jax.random.choice(_key(key), total, (int(count),), replace=False))] = True
+    masks, start = [], 0
+    for (_, x), n in zip(paths_leaves, sizes):
+        masks.append(
+            chosen[start : start + n].reshape(np.shape(x)) if n else np.zeros(np.shape(x), bool)
+        )
+        start += n
+    return jax.tree.unflatten(treedef, masks)
+
+
+ENTRIES_KEY = "task_entries"  # where split_entries puts the task-specific copies of single entries
+
+
+def split_entries(
+    apply_fn: Callable[..., Any],
+    params: Mapping[str, Any],
+    mask: PyTree,
+    num_tasks: int,
+) -> tuple[dict[str, Any], Callable[..., Any]]:
+    """Makes single parameter entries task-specific (RSP's split; Recon splits whole layers).
+
+    Each masked entry gets T copies (initialised from its shared value) under
+    ``params[ENTRIES_KEY]`` (``{"leaf<i>": (T, n_i)}``, one array per leaf with masked entries);
+    task t's forward pass reads copy t in place of the shared entry. The shared entry itself is
+    then unused (zero gradient): it adds nothing to a shared-gradient cosine.
+    ``T x count`` arrays are stored, ``(T - 1) x count`` parameters added in effect.
+
+    Args:
+      apply_fn: ``apply_fn(params, *inputs)`` of the original model (T outputs, as for
+        :func:`split_apply`).
+      params: a mapping of the original parameters (without the key ``ENTRIES_KEY``).
+      mask: a bool tree of ``params``' structure (e.g. :func:`random_parameter_mask`).
+      num_tasks: T.
+
+    Returns:
+      ``(split_params, split_fn)``: train ``split_fn(split_params, *inputs)``; the leaves under
+      ``ENTRIES_KEY`` are task-specific (leading T axis), the others keep their paths.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1; got {num_tasks}.")
+    if not isinstance(params, Mapping) or ENTRIES_KEY in params:
+        raise ValueError(f"params must be a mapping without the key {ENTRIES_KEY!r}.")
+    leaves, treedef = jax.tree.flatten(params)
+    mask_leaves = treedef.flatten_up_to(mask)
+    index = {}
+    for i, (x, m) in enumerate(zip(leaves, mask_leaves)):
+        m = np.asarray(m, bool)
+        if m.shape != np.shape(x):
+            raise ValueError(f"mask leaf {i} has shape {m.shape} for a leaf {np.shape(x)}.")
+        if m.any():
+            index[f"leaf{i}"] = (i, np.flatnonzero(m.ravel()))
+    entries = {
+        name: jnp.broadcast_to(jnp.ravel(leaves[i])[idx], (num_tasks, idx.size))
+        for name, (i, idx) in index.items()
+    }
+    split = {**dict(params), ENTRIES_KEY: entries}
+
+    def with_entries(p: Mapping[str, Any], *inputs: Any) -> Any:
+        p = dict(p)
+        own = p.pop(ENTRIES_KEY)
+        base = jax.tree.leaves(p)
+        for name, (i, idx) in index.items():
+            base[i] = jnp.ravel(base[i]).at[idx].set(own[name]).reshape(jnp.shape(base[i]))
+        return apply_fn(jax.tree.unflatten(jax.tree.structure(p), base), *inputs)
+
+    axes = jax.tree.map(lambda _: None, dict(params))
+    axes[ENTRIES_KEY] = {name: 0 for name in entries}
+    return split, split_apply(with_entries, axes, num_tasks)
+
+
+def layer_scores_from_gramians(
+    gramians: Mapping[str, Any], threshold: float = 0.0, *, steps: int | None = None
+) -> dict[str, int]:
+    """Recon's S-conflict score of every layer, from per-step per-layer Gramians.
+
+    :math:`\\mathrm{score}_S(\\ell) = \\sum_k \\sum_{s<t} [\\cos(g^k_{s,\\ell}, g^k_{t,\\ell}) < S]`
+    (Shi et al., ICLR 2023), as :func:`recon_scores` reads from a monitor's running counts, but
+    over the first ``steps`` steps of a recorded run: one long run gives the scores of every
+    shorter search of the same seed (the same batches and, with a constant learning rate, the
+    same first steps).
+
+    Args:
+      gramians: ``{layer: (steps, T, T)}`` (:func:`mtlx.analysis.last_layer_gramians` recorded by
+        an ``observe`` hook). Layers whose Gramians are all zero (never observed) are left out.
+      threshold: S.
+      steps: use the first ``steps`` steps (default: all).
+
+    Returns:
+      ``{layer: score}``, highest first (ties: the order of ``gramians``).
+    """
+    out = {}
+    for layer, g in gramians.items():
+        g = np.asarray(g)
+        if g.ndim != 3 or g.shape[-1] != g.shape[-2]:
+            raise ValueError(f"layer {layer!r}: Gramians (steps, T, T) expected; got {g.shape}.")
+        if steps is not None:
+            if steps < 1 or steps > g.shape[0]:
+                raise ValueError(f"steps must be in [1, {g.shape[0]}]; got {steps}.")
+            g = g[:steps]
+        if not np.any(g):
+            continue
+        cos = np.asarray(conflict.statistics_from_gramian(jnp.asarray(g), (0.0,)).cosine)
+        out[layer] = int(np.sum(cos < threshold))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
+    """``|A ∩ B| / |A ∪ B|`` of two layer selections (1 for two empty sets): the overlap of Recon's
+    top-K across seeds, weighting methods or search lengths."""
+    a, b = set(a), set(b)
+    return 1.0 if not (a | b) else len(a & b) / len(a | b)

@@ -51,3 +51,52 @@ def test_uw_so_vs_scalarization_smoke(tmp_path):
         assert math.isfinite(entry["mean"]), name
     assert (tmp_path / "delta_m_over_temperature.png").stat().st_size > 0
     assert "positive = better" in (tmp_path / "results.md").read_text()
+
+
+def test_conflicts_mtl_vs_stl_heterogeneous_smoke(tmp_path):
+    module = _load("conflicts_mtl_vs_stl")
+    result = module.main(
+        ["--smoke", "--tasks", "left,sum", "--seeds", "0", "--epochs", "1", "--num-train", "64",
+         "--batch-size", "32", "--num-samples", "3", "--out", str(tmp_path)]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tasks"] == ["left", "sum"] and saved["seeds"] == [0]
+    table = saved["table"]
+    for label in (
+        "MTL inter-task",
+        "MTL inter-sample",
+        "STL inter-sample",
+        "STL inter-sample (sum)",
+    ):
+        for stat in ("cos", "gms", "conflict"):
+            mean, std = table[label]["over_training"][stat]
+            assert math.isfinite(mean) and std == 0.0, (label, stat)  # one seed
+        assert -1.0 <= table[label]["over_training"]["cos"][0] <= 1.0
+        assert 0.0 < table[label]["over_training"]["gms"][0] <= 1.0
+    assert "sum/mae" in saved["test_metrics"]["MTL"]
+    assert result["verdict"]["direction"].startswith("inconclusive")  # one seed
+    text = (tmp_path / "results.md").read_text()
+    assert "sum (regression)" in text and "Paired differences" in text
+    for image in ("cosine_per_epoch.png", "gms_per_epoch.png", "cosine_histograms.png"):
+        assert (tmp_path / image).stat().st_size > 0
+
+
+def test_corruption_transfer_smoke(tmp_path):
+    module = _load("corruption_transfer")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--methods", "ew", "--corruptions", "contrast",
+         "--severities", "5", "--steps", "20", "--head-steps", "10", "--steps-per-call", "10",
+         "--num-train", "128", "--num-test", "64", "--hidden", "32", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert summary["frozen_backbones_unchanged"]
+    assert summary["conditions"] == ["clean/0", "contrast/5"]
+    for cond in summary["conditions"]:
+        mean, std = summary["delta"]["ew"][cond]["mean_std"]
+        assert math.isfinite(mean) and std == 0.0
+        for label in ("ew", "stl/left", "stl/right"):
+            acc = summary["head_fit_results"]["0"][label][cond]["left"]["accuracy"]
+            assert 0.0 <= acc <= 1.0
+    assert set(summary["metrics"]) == {"ew", "stl"}
+    text = (tmp_path / "results.md").read_text()
+    assert "positive = MTL backbone transfers better" in text and "The paper" in text
+    assert (tmp_path / "delta.png").stat().st_size > 0

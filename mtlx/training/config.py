@@ -269,14 +269,19 @@ def method_kwargs(config: TrainConfig, num_tasks: int) -> dict[str, Any]:
 
 
 def make_tx(
-    config: TrainConfig, num_tasks: int, *, method: optax.GradientTransformation | None = None
+    config: TrainConfig,
+    num_tasks: int,
+    *,
+    method: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """``optax.chain([random_row_weights,] method, optimizer)`` from the config.
 
     The method's seed defaults to ``config.seed``; with ``config.random_row_weights`` the rows are
     scaled by random weights of that distribution before the method (Lin et al.'s "RW + method").
-    ``method`` replaces the one ``config.method`` names (e.g. the same factory through
-    ``optax.inject_hyperparams``, as :func:`mtlx.training.train_sweep` builds it).
+    ``method`` and ``optimizer`` replace the ones the config names (e.g. the same factories through
+    ``optax.inject_hyperparams``, as :func:`mtlx.training.train_sweep` builds them); with
+    ``optimizer="adatask"`` the chain is the optimizer alone.
     """
     if config.optimizer == "adatask":
         # AdaTask is a complete optimizer over the Jacobian (per-task Adam moments): the chain is
@@ -292,14 +297,17 @@ def make_tx(
                 "random_row_weights has no effect before AdaTask (its per-task moments undo any "
                 "per-task scale): leave random_row_weights=None with optimizer='adatask'."
             )
+        if optimizer is not None:
+            return optimizer
         return mtlx.adatask(config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs)
     if method is None:
         factory = getattr(mtlx, resolve_method_name(config.method))
         method = factory(**method_kwargs(config, num_tasks))
-    chain = [
-        method,
-        make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs),
-    ]
+    if optimizer is None:
+        optimizer = make_optimizer(
+            config.optimizer, config.learning_rate, **config.optimizer_kwargs
+        )
+    chain = [method, optimizer]
     if config.random_row_weights is not None:
         # Its own stream: the method's seed is config.seed too, and its draws must not coincide.
         row_seed = config.seed + 7919

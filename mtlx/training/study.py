@@ -240,6 +240,11 @@ def enable_compilation_cache(directory: str | os.PathLike) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def grid_label(label: str, learning_rate: float) -> str:
+    """The label of one point of a learning-rate grid: ``"adam/ew@lr=0.001"``."""
+    return f"{label}@lr={learning_rate:g}"
+
+
 def _record_path(out_dir: str, label: str, seed: int) -> str:
     return os.path.join(out_dir, "runs", label.replace("/", "__"), f"seed{seed}.json")
 
@@ -255,6 +260,7 @@ def run_study(
     sweep_fn: Callable[..., Any] | None = None,
     log: Callable[[str], None] | None = print,
     compilation_cache: str | os.PathLike | None = None,
+    learning_rates: Sequence[float] | None = None,
 ) -> Study:
     """Trains every ``(label, config)`` of ``runs`` with every seed (and the single-task base).
 
@@ -276,6 +282,10 @@ def run_study(
         label differ only in their seed, so their steps compile to the same program: with the
         cache, every seed after the first skips compilation (several seconds a run on CPU). It
         sets the process-wide ``jax_compilation_cache_dir``.
+      learning_rates: a learning-rate grid: every ``(label, config)`` becomes the labels
+        ``f"{label}@lr={rate:g}"``, one per rate, trained per seed as ONE
+        :func:`mtlx.training.train_sweep` over the rates (one compilation for the grid). The
+        single-task base keeps the first config's own ``learning_rate``.
 
     Returns:
       The :class:`Study`.
@@ -288,6 +298,10 @@ def run_study(
 
         sweep_fn = train_sweep if sweep_fn is None else sweep_fn
     labels = [label for label, _ in runs]
+    if learning_rates is not None:
+        if not learning_rates:
+            raise ValueError("learning_rates must name at least one rate (or be None).")
+        labels = [grid_label(label, rate) for label in labels for rate in learning_rates]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study labels must be unique; got {labels}.")
     if not runs or not seeds:
@@ -319,11 +333,42 @@ def run_study(
             log(f"{label} seed {seed}: {record.seconds:.1f} s")
         return record
 
+    def run_grid(label: str, config: config_lib.TrainConfig, seed: int) -> list[RunRecord]:
+        """The learning-rate grid of one label and seed: one sweep, or cached records."""
+        nonlocal tasks
+        grid = [grid_label(label, rate) for rate in learning_rates]
+        paths = [None if out is None else _record_path(out, g, seed) for g in grid]
+        if sweep_fn is None or all(p is not None and os.path.exists(p) for p in paths):
+            return [
+                run_one(g, config.replace(learning_rate=float(rate)), seed)
+                for g, rate in zip(grid, learning_rates)
+            ]
+        sweep = sweep_fn(
+            config.replace(seed=seed, progress=False, workdir=None, baselines=None),
+            learning_rate=np.asarray(learning_rates, np.float32),
+            dataset=dataset,
+        )
+        tasks = tuple(sweep.tasks)
+        records = []
+        for g, path, results in zip(grid, paths, sweep.results):
+            record = RunRecord(g, seed, results, sweep.seconds / len(grid))
+            if path is not None:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8") as f:
+                    json.dump(record.to_json(), f, indent=1)
+            records.append(record)
+        if log is not None:
+            log(f"{label} seed {seed}: {sweep.seconds:.1f} s for {len(grid)} learning rates")
+        return records
+
     records: list[RunRecord] = []
     base = None
     for seed in seeds:
         for label, config in runs:
-            records.append(run_one(label, config, seed))
+            if learning_rates is None:
+                records.append(run_one(label, config, seed))
+            else:
+                records.extend(run_grid(label, config, seed))
     task_names = list(records[0].results)
     if single_task:
         first = runs[0][1]

@@ -76,3 +76,53 @@ def test_bad_studies_are_refused():
         )
     with pytest.raises(ValueError, match="single-task"):
         study_lib.run_study([("stl/a", TrainConfig())], [0], train_fn=fake_train({}))
+
+
+def fake_sweep(calls):
+    """A sweep function whose model k has accuracy 0.5 + learning_rate[k] + 0.01 * seed."""
+
+    def sweep(config, hyperparams=None, *, learning_rate=None, dataset=None):
+        del dataset
+        calls.append((config.method, config.seed, hyperparams, learning_rate))
+        if learning_rate is None:  # the single-task base: one-hot weights
+            k = len(hyperparams["weights"])
+            results = [{"a": {"accuracy": 0.8}, "b": {"accuracy": 0.7}}] * k
+        else:
+            results = [
+                {"a": {"accuracy": 0.5 + r + 0.01 * config.seed}, "b": {"accuracy": 0.6}}
+                for r in np.asarray(learning_rate).tolist()
+            ]
+        return types.SimpleNamespace(results=results, tasks=(), seconds=1.0)
+
+    return sweep
+
+
+def test_a_learning_rate_grid_is_one_sweep_per_label_and_seed(tmp_path):
+    calls = []
+    runs = [("adam/ew", TrainConfig(method="ew")), ("sgd/ew", TrainConfig(method="ew"))]
+    rates = [0.1, 0.2]
+
+    study = study_lib.run_study(
+        runs,
+        [0, 1],
+        out_dir=tmp_path,
+        sweep_fn=fake_sweep(calls),  # with the default train_fn: the grid goes through it
+        log=None,
+        learning_rates=rates,
+    )
+    assert study.labels == ["adam/ew@lr=0.1", "adam/ew@lr=0.2", "sgd/ew@lr=0.1", "sgd/ew@lr=0.2"]
+    grid_calls = [c for c in calls if c[3] is not None]
+    assert len(grid_calls) == 4  # 2 labels x 2 seeds, each one sweep over both rates
+    np.testing.assert_allclose(grid_calls[0][3], rates)
+    runs_of = study.runs("sgd/ew@lr=0.2")
+    assert [r.results["a"]["accuracy"] for r in runs_of] == pytest.approx([0.7, 0.71])
+    # Δm against the base a = 0.8, b = 0.7 (seed 0, lr 0.2): mean(-0.1 / 0.8, -0.1 / 0.7) in %.
+    np.testing.assert_allclose(runs_of[0].delta_m, 100 * np.mean([-0.1 / 0.8, -0.1 / 0.7]))
+    # Resume: every grid point is read back, nothing is swept again.
+    again = []
+    study_lib.run_study(
+        runs, [0, 1], out_dir=tmp_path, sweep_fn=fake_sweep(again), log=None, learning_rates=rates
+    )
+    assert again == []
+    with pytest.raises(ValueError, match="at least one rate"):
+        study_lib.run_study(runs, [0], sweep_fn=fake_sweep([]), log=None, learning_rates=[])

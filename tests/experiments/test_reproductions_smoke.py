@@ -100,3 +100,34 @@ def test_corruption_transfer_smoke(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "positive = MTL backbone transfers better" in text and "The paper" in text
     assert (tmp_path / "delta.png").stat().st_size > 0
+
+
+def test_recon_paper_scale_smoke(tmp_path):
+    module = _load("recon_paper_scale")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--epochs", "1", "--search-epochs", "1,1",
+         "--num-train", "128", "--methods", "ew", "--controls", "joint,recon,rsp",
+         "--top-k", "2", "--widths", "4,4,8", "--out", str(tmp_path)]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert summary["top_k"] == 2 and summary["model"]["widths"] == (4, 4, 8)
+    assert set(saved["table"]) == {"joint/ew", "recon/ew", "rsp/ew"}
+    assert len(saved["selected"]) == 2 and set(saved["selected"]) <= set(
+        saved["model"]["candidate_layers"]
+    )
+    params = saved["controls_parameters"]
+    # RSP makes as many single parameters task-specific as Recon's layers hold.
+    assert params["rsp"]["model_parameters"] == params["recon"]["model_parameters"]
+    assert 0 < params["recon"]["task_specific_share_of_shared"] < 1
+    for key, row in saved["table"].items():
+        assert math.isfinite(row["delta_m"][0]), key
+        shares = [row[f"bin {b}"][0] for b in ("-0.01", "-0.02", "-0.05", "-0.1")]
+        assert all(0 <= s <= 1 for s in shares) and shares == sorted(shares, reverse=True), key
+    # The joint run compared with itself on the same parameters.
+    assert saved["table"]["joint/ew"]["bin -0.01"] == saved["table"]["joint/ew"]["joint bin -0.01"]
+    for v in saved["stability"].values():
+        assert 0.0 <= v["jaccard_vs_recon"] <= 1.0
+    text = (tmp_path / "results.md").read_text()
+    assert "positive = better" in text and "The paper" in text
+    assert (tmp_path / "delta_m.png").stat().st_size > 0
+    assert (tmp_path / "conflict_bins.png").stat().st_size > 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from mtlx._src.paths import key_name
@@ -31,19 +32,38 @@ class TaskHeads(nnx.Module):
       >>> [y.shape for y in heads(jnp.ones((5, 8)))]
       [(5, 10), (5, 10), (5, 10)]
 
+    Tasks with different output sizes (a 10-way classifier and a scalar regression) can still
+    share one stacked head: build it with the largest size and give ``output_sizes``; task t's
+    output is the first ``output_sizes[t]`` entries of its head's last axis (the unused columns
+    get zero gradients and never move).
+
     Args:
       make_head: ``make_head(rngs) -> nnx.Module``, the constructor of one head (it must not
         depend on Python-side randomness: it is traced once under ``vmap``).
       num_tasks: T, the number of heads.
       rngs: the random streams; each head gets its own split of every stream.
+      output_sizes: per task, how much of its head's last axis is its output (``None``: all).
     """
 
     def __init__(
-        self, make_head: Callable[[nnx.Rngs], nnx.Module], num_tasks: int, *, rngs: nnx.Rngs
+        self,
+        make_head: Callable[[nnx.Rngs], nnx.Module],
+        num_tasks: int,
+        *,
+        rngs: nnx.Rngs,
+        output_sizes: Sequence[int] | None = None,
     ):
         if int(num_tasks) < 1:
             raise ValueError(f"num_tasks must be a positive integer; got {num_tasks!r}.")
         self.num_tasks = int(num_tasks)
+        if output_sizes is not None:
+            output_sizes = tuple(int(k) for k in output_sizes)
+            if len(output_sizes) != self.num_tasks or min(output_sizes) < 1:
+                raise ValueError(
+                    f"output_sizes needs one positive size per task ({self.num_tasks}); got "
+                    f"{output_sizes}."
+                )
+        self.output_sizes = output_sizes
 
         @nnx.vmap(in_axes=0, out_axes=0)
         def create(rngs: nnx.Rngs) -> nnx.Module:
@@ -63,7 +83,22 @@ class TaskHeads(nnx.Module):
     def __call__(self, features: Any) -> tuple[Any, ...]:
         """The T per-task outputs, as a tuple in task order."""
         out = self.stacked(features)
-        return tuple(jax.tree.map(lambda y: y[t], out) for t in range(self.num_tasks))
+        if self.output_sizes is None:
+            return tuple(jax.tree.map(lambda y: y[t], out) for t in range(self.num_tasks))
+        return tuple(out[t][..., :k] for t, k in enumerate(self.output_sizes))
+
+
+def _per_task_sizes(size: int | Sequence[int], num_tasks: int) -> tuple[int, ...]:
+    """One output size per task from an int (all alike) or a sequence of T sizes."""
+    if isinstance(size, int | np.integer):
+        return (int(size),) * int(num_tasks)
+    sizes = tuple(int(k) for k in size)
+    if len(sizes) != int(num_tasks):
+        raise ValueError(
+            f"got {len(sizes)} output sizes {sizes} for {num_tasks} tasks: give one per task, or "
+            "one int for all."
+        )
+    return sizes
 
 
 class PerTaskHeads(nnx.Module):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads
+from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
 
 
 class LeNetEncoder(nnx.Module):
@@ -86,7 +86,7 @@ class LeNetHead(nnx.Module):
 
 def lenet_hps(
     num_tasks: int = 2,
-    num_classes: int = 10,
+    num_classes: int | Sequence[int] = 10,
     *,
     in_channels: int = 1,
     rngs: nnx.Rngs,
@@ -98,7 +98,8 @@ def lenet_hps(
 
     Args:
       num_tasks: T (2 for the left / right digit).
-      num_classes: classes per task.
+      num_classes: classes per task, or one size per task (``(10, 10, 1)``: two classifiers and
+        a regression; the stacked heads are as wide as the largest).
       in_channels: image channels.
       rngs: the random streams (``nnx.Rngs(seed)``).
 
@@ -107,5 +108,11 @@ def lenet_hps(
     """
     encoder = LeNetEncoder(in_channels, rngs=rngs)
     width = encoder.out_features
-    heads = TaskHeads(lambda r: LeNetHead(width, num_classes, rngs=r), num_tasks, rngs=rngs)
+    sizes = _per_task_sizes(num_classes, num_tasks)
+    heads = TaskHeads(
+        lambda r: LeNetHead(width, max(sizes), rngs=r),
+        num_tasks,
+        rngs=rngs,
+        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    )
     return MultiTaskModel(encoder, heads)

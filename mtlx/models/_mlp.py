@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads
+from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
 
 
 class MLP(nnx.Module):
@@ -47,7 +47,7 @@ def mlp_hps(
     in_features: int,
     hidden: Sequence[int] = (64, 64),
     num_tasks: int = 2,
-    out_features: int = 10,
+    out_features: int | Sequence[int] = 10,
     *,
     rngs: nnx.Rngs,
 ) -> MultiTaskModel:
@@ -60,7 +60,8 @@ def mlp_hps(
       in_features: the flattened input size.
       hidden: the widths of the shared ReLU layers.
       num_tasks: T.
-      out_features: each head's output size.
+      out_features: each head's output size, or one size per task (e.g. ``(10, 10, 1)`` for two
+        classifiers and a regression; the stacked heads are as wide as the largest).
       rngs: the random streams (``nnx.Rngs(seed)``).
 
     Returns:
@@ -68,5 +69,11 @@ def mlp_hps(
     """
     encoder = MLP(in_features, hidden, rngs=rngs)
     width = encoder.out_features
-    heads = TaskHeads(lambda r: nnx.Linear(width, int(out_features), rngs=r), num_tasks, rngs=rngs)
+    sizes = _per_task_sizes(out_features, num_tasks)
+    heads = TaskHeads(
+        lambda r: nnx.Linear(width, max(sizes), rngs=r),
+        num_tasks,
+        rngs=rngs,
+        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    )
     return MultiTaskModel(encoder, heads)

@@ -230,8 +230,8 @@ def make_model(
     size) and ``in_channels`` (its last axis), are passed when the factory takes them and
     ``kwargs`` does not give them. With ``output_sizes`` (``{task name: output size}``, e.g.
     ``{t.name: t.output_size for t in tasks}``), the tasks' output sizes are passed too: as
-    ``out_features`` / ``num_classes`` when all tasks share one, and as ``tasks=output_sizes`` to
-    a factory taking such a mapping (SegNet).
+    ``out_features`` / ``num_classes`` (one int when all tasks share one size, else a tuple in
+    task order), and as ``tasks=output_sizes`` to a factory taking such a mapping (SegNet).
     """
     factory = getattr(models, name, None)
     if factory is None or not callable(factory) or name.startswith("_"):
@@ -249,10 +249,16 @@ def make_model(
     if output_sizes:
         sizes = dict(output_sizes)
         if None not in sizes.values():
-            if len(set(sizes.values())) == 1:
-                for key in ("out_features", "num_classes"):
-                    if key in parameters:
-                        kwargs.setdefault(key, next(iter(sizes.values())))
+            # One size for all heads, or one per task (mlp_hps, lenet_hps: e.g. two 10-way
+            # classifiers and a scalar regression share stacked heads of the largest size).
+            size = (
+                next(iter(sizes.values()))
+                if len(set(sizes.values())) == 1
+                else tuple(sizes.values())
+            )
+            for key in ("out_features", "num_classes"):
+                if key in parameters:
+                    kwargs.setdefault(key, size)
             if "tasks" in parameters and "tasks" not in kwargs:
                 kwargs["tasks"] = sizes
     return factory(**kwargs, rngs=nnx.Rngs(seed))

@@ -178,3 +178,31 @@ def test_per_task_heads_through_features_engine():
     chex.assert_trees_all_close(
         mtlx.jacobian_rows(jac), jax.jacrev(loss_fn)(params, x), atol=1e-6, rtol=1e-6
     )
+
+
+def test_heads_of_different_output_sizes_share_one_stacked_head():
+    """Two 10-way classifiers and a scalar regression: stacked heads of width 10, task 2 reads
+    one column, and the columns no task reads get zero gradients."""
+    model = mtlx.models.mlp_hps(in_features=6, hidden=(8,), num_tasks=3, out_features=(10, 10, 1),
+                                rngs=nnx.Rngs(0))  # fmt: skip
+    x = jnp.ones((4, 6))
+    assert [y.shape for y in model(x)] == [(4, 10), (4, 10), (4, 1)]
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+        outs = nnx.merge(graphdef, p)(x)
+        return sum(jnp.sum(o**2) for o in outs)
+
+    grads = jax.grad(loss)(params)
+    kernel = np.asarray(grads["heads"]["head"]["kernel"][...])  # (T, width, max size)
+    assert kernel.shape == (3, 8, 10)
+    np.testing.assert_array_equal(kernel[2, :, 1:], 0.0)
+    assert np.abs(kernel[2, :, 0]).sum() > 0 and np.abs(kernel[0]).sum() > 0
+    # equal sizes keep the plain stacked heads (and their outputs) of an int size
+    same = mtlx.models.lenet_hps(num_tasks=2, num_classes=(10, 10), rngs=nnx.Rngs(0))
+    plain = mtlx.models.lenet_hps(num_tasks=2, num_classes=10, rngs=nnx.Rngs(0))
+    assert same.heads.output_sizes is None
+    images = jnp.ones((2, 8, 16, 1))
+    np.testing.assert_array_equal(same(images)[1], plain(images)[1])
+    with pytest.raises(ValueError, match="one per task"):
+        mtlx.models.mlp_hps(in_features=6, num_tasks=3, out_features=(10, 1), rngs=nnx.Rngs(0))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads
+from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
 
 
 def _norm(features: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -116,7 +116,7 @@ class NarrowResNetEncoder(nnx.Module):
 
 def narrow_resnet_hps(
     num_tasks: int = 2,
-    num_classes: int = 10,
+    num_classes: int | Sequence[int] = 10,
     *,
     in_channels: int = 1,
     widths: Sequence[int] = (8, 16, 32),
@@ -140,7 +140,8 @@ def narrow_resnet_hps(
 
     Args:
       num_tasks: T.
-      num_classes: classes per task.
+      num_classes: classes per task, or one output size per task (the stacked heads are as wide
+        as the largest; task t reads its first ``num_classes[t]`` columns).
       in_channels: image channels.
       widths: channels per stage.
       blocks: residual blocks per stage.
@@ -156,5 +157,11 @@ def narrow_resnet_hps(
         in_channels, widths=widths, blocks=blocks, features=features, groups=groups, rngs=rngs
     )
     width = encoder.out_features
-    heads = TaskHeads(lambda r: nnx.Linear(width, int(num_classes), rngs=r), num_tasks, rngs=rngs)
+    sizes = _per_task_sizes(num_classes, num_tasks)
+    heads = TaskHeads(
+        lambda r: nnx.Linear(width, max(sizes), rngs=r),
+        num_tasks,
+        rngs=rngs,
+        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    )
     return MultiTaskModel(encoder, heads)

@@ -62,3 +62,11 @@ def test_errors():
     model = models.narrow_resnet_hps(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="expects images"):
         model(jnp.ones((2, 8, 16, 3)))
+
+
+def test_per_task_output_sizes():
+    model = models.narrow_resnet_hps(num_tasks=3, num_classes=(10, 2, 1), rngs=nnx.Rngs(0))
+    out = model(jnp.ones((2, 8, 16, 1)))
+    assert [y.shape for y in out] == [(2, 10), (2, 2), (2, 1)]
+    with pytest.raises(ValueError, match="output sizes"):
+        models.narrow_resnet_hps(num_tasks=3, num_classes=(10, 2), rngs=nnx.Rngs(0))

@@ -80,8 +80,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.path.join("experiments", "results", "recon_paper_scale"))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--search-epochs", default="2,4", help="short,long search (short is Recon's)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--search-epochs", default="1,3", help="short,long search (short is Recon's)")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--threshold", type=float, default=0.0, help="S of the S-conflict score")
     p.add_argument("--methods", default=",".join(METHODS))
@@ -100,10 +100,10 @@ def _split(text: str) -> list[str]:
 
 
 def build_model(seed, num_tasks, widths):
-    """The unsplit model of ``seed``: ``(apply, params as a plain dict, sizes)``."""
-    model = mtlx.models.narrow_resnet_hps(
-        num_tasks, 10, widths=widths, rngs=nnx.Rngs(seed)
-    )  # every task's head has 10 outputs; the binary tasks use the first two (as recon_digits)
+    """The unsplit model of ``seed`` as the trainer builds it: ``(apply, params as a dict)``."""
+    # One output size per task (10, 10, 2, 2), as mtlx.training.make_model passes them.
+    sizes = tuple(t.output_size for t in datasets.load("digits", tasks=TASKS).tasks)
+    model = mtlx.models.narrow_resnet_hps(num_tasks, sizes, widths=widths, rngs=nnx.Rngs(seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = nnx.to_pure_dict(nnx.as_pure(params))
     return (lambda p, x: nnx.merge(graphdef, p, rest)(x)), params

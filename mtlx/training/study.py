@@ -260,7 +260,7 @@ def run_study(
     sweep_fn: Callable[..., Any] | None = None,
     log: Callable[[str], None] | None = print,
     compilation_cache: str | os.PathLike | None = None,
-    learning_rates: Sequence[float] | None = None,
+    learning_rates: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
 ) -> Study:
     """Trains every ``(label, config)`` of ``runs`` with every seed (and the single-task base).
 
@@ -282,7 +282,8 @@ def run_study(
         label differ only in their seed, so their steps compile to the same program: with the
         cache, every seed after the first skips compilation (several seconds a run on CPU). It
         sets the process-wide ``jax_compilation_cache_dir``.
-      learning_rates: a learning-rate grid: every ``(label, config)`` becomes the labels
+      learning_rates: a learning-rate grid, one for all labels or ``{label: rates}`` (e.g. each
+        optimizer its own range): every ``(label, config)`` becomes the labels
         ``f"{label}@lr={rate:g}"``, one per rate, trained per seed as ONE
         :func:`mtlx.training.train_sweep` over the rates (one compilation for the grid). The
         single-task base keeps the first config's own ``learning_rate``.
@@ -298,10 +299,18 @@ def run_study(
 
         sweep_fn = train_sweep if sweep_fn is None else sweep_fn
     labels = [label for label, _ in runs]
+    rates_of: dict[str, list[float]] = {}
     if learning_rates is not None:
-        if not learning_rates:
-            raise ValueError("learning_rates must name at least one rate (or be None).")
-        labels = [grid_label(label, rate) for label in labels for rate in learning_rates]
+        for label in labels:
+            rates = (
+                learning_rates.get(label) if isinstance(learning_rates, Mapping) else learning_rates
+            )
+            if rates is None or len(rates) == 0:
+                raise ValueError(
+                    f"learning_rates must name at least one rate for {label!r} (or be None)."
+                )
+            rates_of[label] = [float(r) for r in rates]
+        labels = [grid_label(label, rate) for label in labels for rate in rates_of[label]]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study labels must be unique; got {labels}.")
     if not runs or not seeds:
@@ -336,16 +345,16 @@ def run_study(
     def run_grid(label: str, config: config_lib.TrainConfig, seed: int) -> list[RunRecord]:
         """The learning-rate grid of one label and seed: one sweep, or cached records."""
         nonlocal tasks
-        grid = [grid_label(label, rate) for rate in learning_rates]
+        rates = rates_of[label]
+        grid = [grid_label(label, rate) for rate in rates]
         paths = [None if out is None else _record_path(out, g, seed) for g in grid]
         if sweep_fn is None or all(p is not None and os.path.exists(p) for p in paths):
             return [
-                run_one(g, config.replace(learning_rate=float(rate)), seed)
-                for g, rate in zip(grid, learning_rates)
+                run_one(g, config.replace(learning_rate=rate), seed) for g, rate in zip(grid, rates)
             ]
         sweep = sweep_fn(
             config.replace(seed=seed, progress=False, workdir=None, baselines=None),
-            learning_rate=np.asarray(learning_rates, np.float32),
+            learning_rate=np.asarray(rates, np.float32),
             dataset=dataset,
         )
         tasks = tuple(sweep.tasks)

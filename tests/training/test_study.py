@@ -126,3 +126,20 @@ def test_a_learning_rate_grid_is_one_sweep_per_label_and_seed(tmp_path):
     assert again == []
     with pytest.raises(ValueError, match="at least one rate"):
         study_lib.run_study(runs, [0], sweep_fn=fake_sweep([]), log=None, learning_rates=[])
+
+
+def test_each_label_can_have_its_own_learning_rate_grid():
+    calls = []
+    runs = [("adam/ew", TrainConfig(method="ew")), ("sgd/ew", TrainConfig(method="ew"))]
+    grids = {"adam/ew": [1e-3, 1e-2], "sgd/ew": [0.1, 0.3, 1.0]}
+    study = study_lib.run_study(
+        runs, [0], sweep_fn=fake_sweep(calls), log=None, learning_rates=grids
+    )
+    assert study.labels == [
+        "adam/ew@lr=0.001", "adam/ew@lr=0.01", "sgd/ew@lr=0.1", "sgd/ew@lr=0.3", "sgd/ew@lr=1",
+    ]  # fmt: skip
+    np.testing.assert_allclose([c[3] for c in calls if c[3] is not None][1], [0.1, 0.3, 1.0])
+    with pytest.raises(ValueError, match="'sgd/ew'"):
+        study_lib.run_study(
+            runs, [0], sweep_fn=fake_sweep([]), log=None, learning_rates={"adam/ew": [1e-3]}
+        )

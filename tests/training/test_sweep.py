@@ -71,7 +71,7 @@ def test_random_row_weights_go_before_the_swept_method(dataset):
 
 @pytest.mark.parametrize(
     "optimizer, optimizer_kwargs",
-    [("adam", {}), ("sgd", {"momentum": 0.9}), ("signum", {}), ("adatask", {})],
+    [("adam", {}), ("sgd", {"momentum": 0.9}), ("signum", {"beta": 0.9}), ("adatask", {})],
 )
 def test_a_learning_rate_grid_is_the_runs_with_those_learning_rates(
     dataset, optimizer, optimizer_kwargs

@@ -36,11 +36,16 @@ class Task:
         still compares equal to its name).
       num_classes: classes of a classification or segmentation task; a regression task's output
         size ``D`` (``None``: 1).
+      loss_scale: a constant factor on the training loss (metrics are unaffected): the loss the
+        engine differentiates and the weighting reads is ``loss_scale * kind.loss(...)``. For
+        studies of scale invariance (Elich et al., 2024: Adam's head update does not change
+        when a task's loss is multiplied by a constant) and for fixed per-task loss weights.
     """
 
     name: str
     kind: TaskKind | TaskKindName | str = "classification"
     num_classes: int | None = None
+    loss_scale: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -51,6 +56,15 @@ class Task:
             raise ValueError(f"task {self.name!r}: {e}") from None
         object.__setattr__(self, "kind", kind)
         kind.check(self.name, self.num_classes)
+        scale = self.loss_scale
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not (0 < float(scale) < float("inf"))
+        ):
+            raise ValueError(
+                f"task {self.name!r}: loss_scale must be a positive finite number; got {scale!r}."
+            )
 
     @property
     def output_size(self) -> int | None:
@@ -71,10 +85,12 @@ class Task:
     def loss(
         self, output: jax.Array, batch: Mapping[str, Any], index: int, mask: Any = None
     ) -> jax.Array:
-        """The scalar loss of ``output`` against this task's target in ``batch`` (jit-able)."""
-        return self.kind.loss(
+        """The scalar loss of ``output`` against this task's target in ``batch``, times
+        ``loss_scale`` (jit-able)."""
+        loss = self.kind.loss(
             output, self.target(batch, index), num_classes=self.num_classes, mask=mask
         )
+        return loss if self.loss_scale == 1.0 else loss * self.loss_scale
 
     def stats(
         self, output: jax.Array, batch: Mapping[str, Any], index: int, mask: Any = None

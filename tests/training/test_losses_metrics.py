@@ -39,6 +39,19 @@ def test_task_losses_stacks_one_loss_per_task_and_checks_the_count():
         Task("x").target({"image": 0}, 0)
 
 
+def test_loss_scale_multiplies_the_training_loss_only():
+    batch = {"labels": jnp.array([[1], [0]])}
+    outs = (jnp.array([[0.0, 1.0], [2.0, 0.0]]),)
+    plain = task_losses((Task("a", "classification", 2),), outs, batch)
+    scaled = task_losses((Task("a", "classification", 2, loss_scale=100.0),), outs, batch)
+    np.testing.assert_allclose(scaled, 100.0 * plain, rtol=1e-6)
+    stats = Task("a", "classification", 2, loss_scale=100.0).stats(outs[0], batch, 0)
+    assert Task("a", "classification", 2).finalize(stats) == {"accuracy": 1.0}
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="loss_scale must be a positive finite"):
+            Task("a", "classification", 2, loss_scale=bad)
+
+
 def test_metrics_accumulate_over_batches():
     tasks = (
         Task("cls", "classification", 3),

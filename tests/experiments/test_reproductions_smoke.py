@@ -131,3 +131,24 @@ def test_recon_paper_scale_smoke(tmp_path):
     assert "positive = better" in text and "The paper" in text
     assert (tmp_path / "delta_m.png").stat().st_size > 0
     assert (tmp_path / "conflict_bins.png").stat().st_size > 0
+
+
+def test_optimizer_grid_smoke(tmp_path):
+    module = _load("optimizer_grid")
+    summary = module.main(
+        ["--smoke", "--seeds", "0,1", "--steps", "10", "--steps-per-call", "5",
+         "--optimizers", "adam,sgd,adatask", "--methods", "ew,uw", "--out", str(tmp_path)]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    # adam and sgd x (ew, uw), adatask x ew only, each over its 5 learning rates
+    assert len(saved["summary"]) == 5 * 5
+    assert "adam/ew@lr=0.001" in saved["summary"] and "adatask/ew@lr=0.03" in saved["summary"]
+    assert not any(label.startswith("adatask/uw") for label in saved["summary"])
+    for label, stats in saved["summary"].items():
+        assert math.isfinite(stats["delta_m"][0]), label
+    assert set(saved["single_task_base"]) == {"left", "right", "sum"}
+    assert {"adam/ew vs sgd/ew", "adatask/ew vs adam/ew"} <= set(saved["comparisons"])
+    counts = saved["pareto"]
+    assert sum(c["on_front_mean_metrics"] for c in counts.values()) >= 1
+    assert "adam_vs_sgd" in summary["verdict"]
+    assert (tmp_path / "pareto.png").stat().st_size > 0

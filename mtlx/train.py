@@ -14,8 +14,10 @@ A benchmark config (``experiments/<dataset>_<model>.py``, a ``get_config()`` ret
 Any method on the ``mtlx`` module works (``--method cagrad --method-kwargs '{"c": 0.4}'``), any
 registered dataset (``--dataset yeast``, ``--dataset cifar10_corrupted --dataset-kwargs
 corruption=fog``) and any optax optimizer (``--optimizer sgd --learning-rate 0.1
---optimizer-kwargs momentum=0.9``; ``signum``, ``sign_sgd``, ``adamw``, ...). Keyword-argument
-flags take a JSON object or ``key=value`` pairs. With ``--workdir`` each method writes JSON-lines
+--optimizer-kwargs momentum=0.9``; ``signum``, ``sign_sgd``, ``adamw``, ``adatask``, ...).
+Several learning rates (``--lr 1e-3 3e-3 1e-2``) train as one vmapped sweep per method
+(:func:`mtlx.training.train_sweep`; no checkpoints). Keyword-argument flags take a JSON object
+or ``key=value`` pairs. With ``--workdir`` each method writes JSON-lines
 logs to ``<workdir>/<method>/log.jsonl``, and with ``--checkpoint-every`` orbax checkpoints that a
 rerun of the same command resumes from, bit-exactly.
 """
@@ -28,6 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from mtlx.data import dataset_names
@@ -148,7 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an optax optimizer name (adam, sgd, signum, sign_sgd, adamw, ...)",
     )
-    add("--learning-rate", "--lr", dest="lr", type=float, default=None, help="learning rate")
+    add(
+        "--learning-rate",
+        "--lr",
+        dest="lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning rate; several values train a grid, one vmapped sweep per method "
+        "(one row per rate, no checkpoints; single-task baselines use the first rate)",
+    )
     add(
         "--optimizer-kwargs",
         type=_json_arg,
@@ -216,6 +228,8 @@ def configs_from_args(args: argparse.Namespace) -> list:
     from mtlx.training import config as config_lib
 
     base = _load_config_file(args.config) if args.config else TrainConfig()
+    if args.lr is not None and not isinstance(args.lr, int | float):
+        args.lr = args.lr[0]  # a grid's first rate; main() sweeps the others (learning_rates)
     for name in ("dataset_kwargs", "model_kwargs", "method_kwargs", "optimizer_kwargs"):
         setattr(args, name, _merge(getattr(args, name)))
     changes = {field: getattr(args, arg) for arg, field in _OVERRIDES.items()}
@@ -310,6 +324,8 @@ def format_table(results: Sequence) -> str:
         label = r.config.method
         if r.config.method_kwargs:
             label += ":" + ",".join(f"{k}={v}" for k, v in r.config.method_kwargs.items())
+        if len({x.config.learning_rate for x in results}) > 1:
+            label += f" @ lr={r.config.learning_rate:g}"
         row = [label, *[f"{r.results[t][m]:.4f}" for t, m in columns]]
         if has_dm:
             row.append("-" if r.delta_m is None else f"{r.delta_m:+.2f}")
@@ -320,8 +336,42 @@ def format_table(results: Sequence) -> str:
     return "\n".join(lines)
 
 
+def learning_rates(args: argparse.Namespace) -> list[float] | None:
+    """The ``--lr`` grid when it has several rates (``None`` for one rate or none)."""
+    rates = args.lr if isinstance(args.lr, list) else None
+    return rates if rates is not None and len(rates) > 1 else None
+
+
+def _sweep_rows(config: Any, rates: Sequence[float]) -> list[Any]:
+    """One row per learning rate of one method: ``train_sweep`` over the rates."""
+    from mtlx.training import delta_m, train_sweep
+
+    sweep = train_sweep(config, learning_rate=rates)
+    rows = []
+    for rate, results in zip(rates, sweep.results):
+        rows.append(
+            SimpleNamespace(
+                config=config.replace(learning_rate=float(rate)),
+                results=results,
+                delta_m=(
+                    delta_m(results, config.baselines, sweep.tasks) if config.baselines else None
+                ),
+                seconds=sweep.seconds / len(rates),
+            )
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rates = learning_rates(args)
+    if rates is not None and (args.workdir is not None or args.checkpoint_every is not None):
+        print(
+            "error: a learning-rate grid trains as one vmapped sweep without logs or checkpoints: "
+            "drop --workdir/--checkpoint-every, or pass one --lr.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         configs = configs_from_args(args)
     except ValueError as e:
@@ -343,13 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = []
     for config in configs:
-        result = train(config)
-        results.append(result)
-        if args.json:
+        runs = [train(config)] if rates is None else _sweep_rows(config, rates)
+        results.extend(runs)
+        for result in runs if args.json else ():
             print(
                 json.dumps(
                     {
                         "method": config.method,
+                        "learning_rate": result.config.learning_rate,
                         "results": result.results,
                         "delta_m": result.delta_m,
                         "seconds": result.seconds,
@@ -359,8 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if not args.json:
         c = configs[0]
+        lr = c.learning_rate if rates is None else "grid"
         print(
-            f"\n{c.dataset} / {c.model} / {c.optimizer}(lr={c.learning_rate}), "
+            f"\n{c.dataset} / {c.model} / {c.optimizer}(lr={lr}), "
             f"{c.num_steps} steps of batch {c.batch_size}, seed {c.seed}; test set:"
         )
         print(format_table(results))

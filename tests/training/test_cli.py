@@ -124,3 +124,22 @@ def test_a_method_takes_its_own_arguments():
     assert parse_method_spec("ew") == ("ew", {})
     with pytest.raises(SystemExit, match="NAME:key=value"):
         parse_method_spec("uw_so:50")
+
+
+def test_a_learning_rate_grid_is_one_sweep_per_method(capsys):
+    argv = ["--method", "ew", "pcgrad", "--lr", "0.001", "0.01", "--steps", "4",
+            "--steps-per-call", "2", "--baselines", "none", *TINY]  # fmt: skip
+    assert cli.main([*argv, "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["method"], r["learning_rate"]) for r in records] == [
+        ("ew", 0.001), ("ew", 0.01), ("pcgrad", 0.001), ("pcgrad", 0.01),
+    ]  # fmt: skip
+    sweep_row = records[1]["results"]
+    alone = train(_configs([*argv[:3], "--lr", "0.01", *argv[6:]])[0])
+    for task, metrics in alone.results.items():
+        assert sweep_row[task]["accuracy"] == pytest.approx(metrics["accuracy"], abs=0.02)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| ew @ lr=0.001 |" in out and "| pcgrad @ lr=0.01 |" in out and "lr=grid" in out
+    assert cli.main([*argv, "--workdir", "/tmp/x"]) == 2
+    assert "learning-rate grid" in capsys.readouterr().err

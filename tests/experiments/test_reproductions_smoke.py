@@ -136,7 +136,7 @@ def test_recon_paper_scale_smoke(tmp_path):
 def test_optimizer_grid_smoke(tmp_path):
     module = _load("optimizer_grid")
     summary = module.main(
-        ["--smoke", "--seeds", "0,1", "--steps", "10", "--steps-per-call", "5",
+        ["--smoke", "--seeds", "0", "--steps", "10", "--steps-per-call", "5",
          "--optimizers", "adam,sgd,adatask", "--methods", "ew,uw", "--out", str(tmp_path)]
     )  # fmt: skip
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -152,3 +152,20 @@ def test_optimizer_grid_smoke(tmp_path):
     assert sum(c["on_front_mean_metrics"] for c in counts.values()) >= 1
     assert "adam_vs_sgd" in summary["verdict"]
     assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_loss_scale_invariance_smoke(tmp_path):
+    module = _load("loss_scale_invariance")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--steps", "4", "--steps-per-call", "2", "--probe-steps", "2",
+         "--setups", "adam+ew;sgd+ew;adatask", "--scales", "1,10", "--out", str(tmp_path)]
+    )  # fmt: skip
+    verdict = summary["verdict"]
+    # The exact statements hold on the first update, even at these tiny settings.
+    assert verdict["adam+ew"]["measured"] == {"head": "invariant", "encoder": "changes"}
+    assert verdict["sgd+ew"]["measured"]["head"] == "scales by c"
+    assert verdict["adatask"]["measured"] == {"head": "invariant", "encoder": "invariant"}
+    assert all(v["agrees"] for v in verdict.values())
+    text = (tmp_path / "results.md").read_text()
+    assert "Predicted vs measured" in text and "The paper" in text
+    assert (tmp_path / "invariance.png").stat().st_size > 0

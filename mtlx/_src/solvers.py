@@ -357,14 +357,18 @@ def nash_bargaining(
     step that keeps :math:`\alpha > 0`) until the squared Newton decrement :math:`\lambda^2` is at
     rounding level (see :mod:`mtlx._src.tolerances`), or ``max_iters`` steps. It runs on the cosine
     matrix (:math:`\alpha_t = \beta_t / \|g_t\|`, :math:`C \beta = 1 / \beta`: scale-free per task),
-    regularized by ``reg_eps I`` so that duplicate or opposite rows give finite weights; a zero row
-    gets weight 0. The start :math:`\beta \propto 1` is exact for orthogonal rows.
+    regularized by ``max(reg_eps, 16 eps) I`` (eps of the dtype: a smaller ridge vanishes in
+    rounding) so that duplicate or opposite rows give finite weights; a zero row gets weight 0.
+    The start :math:`\beta \propto 1` is exact for orthogonal rows.
     """
     num_tasks = gramian.shape[0]
     dtype = gramian.dtype
     eye = jnp.eye(num_tasks, dtype=dtype)
     inv_norms = linalg.inverse_norms(gramian)
-    c = scale_gramian(gramian, inv_norms) + jnp.asarray(reg_eps, dtype) * eye
+    ridge = jnp.maximum(
+        jnp.asarray(reg_eps, dtype), tolerances.NASH_RIDGE_FACTOR * tolerances.eps(dtype)
+    )
+    c = scale_gramian(gramian, inv_norms) + ridge * eye
     # beta = s 1 with the s that minimizes f along that ray: exact for orthogonal rows.
     beta0 = jnp.full((num_tasks,), 1.0, dtype) * jnp.sqrt(num_tasks / jnp.sum(c))
     tol = _newton_tol(num_tasks, dtype)

@@ -56,6 +56,11 @@ FAIRGRAD_RIDGE_FACTOR = 100.0
 # PINV_RTOL_FACTOR * T * eps times the largest (jnp.linalg.pinv's rule).
 PINV_RTOL_FACTOR = 10.0
 
+# Nash-MTL's ridge on the cosine matrix is at least NASH_RIDGE_FACTOR * eps: its default 1e-8 is
+# below float32's resolution (1 + 1e-8 == 1), which would leave the cosine matrix of opposite or
+# duplicate rows singular and the Newton start infinite.
+NASH_RIDGE_FACTOR = 16.0
+
 # ---- reference guards (absolute) ---------------------------------------------------------------
 
 # The 1e-8 that TorchJD, LibMTL and the authors' codes add to norms, losses and scales before

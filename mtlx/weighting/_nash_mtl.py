@@ -80,7 +80,9 @@ def nash_mtl(
         last ones in between (rescaled by the clipping of the current Jacobian), as TorchJD.
       max_iters: bound on the Newton steps (static; TorchJD's ``optim_niter``, which bounds its
         convex-program iterations); it usually stops after a handful.
-      reg_eps: the cosine matrix is regularized by ``reg_eps I`` (rank-deficient Jacobians).
+      reg_eps: the cosine matrix is regularized by ``reg_eps I`` (rank-deficient Jacobians),
+        raised to 16 times the dtype's machine epsilon where it is smaller (float32: 1.9e-6;
+        ``1 + 1e-8`` rounds to 1 there, and opposite rows would give NaN).
 
     Returns:
       A transformation from a per-task Jacobian to one update. Accepts ``gramian=``;

@@ -97,3 +97,19 @@ def test_wrong_number_of_tasks_raises():
     tx = mtlx.nash_mtl(3)
     with pytest.raises(ValueError, match="num_tasks=3"):
         tx.update(jnp.ones((2, 3)), tx.init(None))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_opposite_and_duplicate_rows_give_finite_weights_in_every_dtype(dtype):
+    """The default reg_eps = 1e-8 vanishes in float32 (1 + 1e-8 == 1): the ridge is raised to
+    16 eps there, so the cosine matrix of opposite rows stays non-singular."""
+    with jax.enable_x64(dtype == jnp.float64):
+        g = jnp.arange(1.0, 5.0, dtype=dtype)
+        tx = mtlx.nash_mtl(num_tasks=2)
+        update, state = tx.update(jnp.stack([g, -g]), tx.init(g), g)
+        assert update.dtype == dtype
+        assert np.all(np.isfinite(update)) and np.all(np.isfinite(state.weights))
+        np.testing.assert_allclose(update, 0.0, atol=1e-6)  # equal weights on g and -g
+        update, state = tx.update(jnp.stack([g, g]), tx.init(g), g)
+        assert np.all(np.isfinite(update))
+        np.testing.assert_allclose(update, g / jnp.linalg.norm(g), rtol=1e-4)  # clipped to 1

@@ -27,6 +27,8 @@ def mgda_weights(
 
     With a gradient normalization ``n_t`` (LibMTL's ``mgda_gn``), MGDA runs on the rows
     ``g_t / n_t`` and returns ``w_t = alpha_t / n_t``, so that ``sum_t w_t g_t`` is the update.
+    The loss normalizations use ``|L_t|``: a negative loss keeps its gradient's direction, a zero
+    loss drops its task (weight 0).
     """
     _check_normalization(normalization)
     inv_scale = jnp.ones((gramian.shape[0],), gramian.dtype)
@@ -35,7 +37,10 @@ def mgda_weights(
     if normalization in ("loss", "loss+"):
         if task_losses is None:
             raise ValueError(f"mgda normalization {normalization!r} needs task_losses.")
-        inv_scale = inv_scale * linalg.safe_divide(1.0, task_losses.astype(gramian.dtype))
+        # The loss's magnitude: a negative loss (a log-likelihood, a reward) must not flip its
+        # task's gradient. A zero loss gives a zero scale: the task drops out, as a zero row.
+        magnitude = jnp.abs(task_losses.astype(gramian.dtype))
+        inv_scale = inv_scale * linalg.safe_divide(1.0, magnitude)
     normalized = scale_gramian(gramian, inv_scale)
     alpha = solvers.frank_wolfe_min_norm(normalized, epsilon=epsilon, max_iters=max_iters)
     return alpha * inv_scale
@@ -61,7 +66,9 @@ def mgda(
     solved in Gramian space by Frank-Wolfe (their Algorithm 2) with early exit. Matches TorchJD's
     ``MGDA(epsilon, max_iters)`` weights; ``normalization`` adds LibMTL's gradient normalizations
     (``mgda_gn``: ``"l2"`` divides each row by its norm, ``"loss"`` by its loss, ``"loss+"`` by
-    both), under which the weights apply to the normalized rows.
+    both), under which the weights apply to the normalized rows. The loss normalizations divide by
+    ``|L_t|`` (LibMTL's ``L_t`` for its positive losses): a negative loss keeps its gradient's
+    direction (LibMTL's formula would flip it), and a task with a zero loss gets weight 0.
 
     Args:
       epsilon: stop when the Frank-Wolfe step size falls below it.

@@ -75,7 +75,8 @@ def dwa(
 
     .. note::
        The losses should keep one sign and stay away from zero: the rate of a task whose older
-       average loss is 0 is taken as 0 instead of dividing by zero.
+       average loss is 0 is taken as 0 instead of dividing by zero. A step whose losses are not
+       all finite is left out of the history (its weights are still the history's).
 
     References:
       Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019.
@@ -111,6 +112,10 @@ def dwa(
             previous_averages=jnp.where(end_of_epoch, rolled, state.previous_averages),
             num_epochs=jnp.minimum(state.num_epochs + end_of_epoch.astype(jnp.int32), 2),
         )
+        # A non-finite loss never enters the history: it would poison every later weight. The
+        # step is left out of the epoch's average (the state stays as it was).
+        finite = jnp.all(jnp.isfinite(losses))
+        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
         return w.astype(losses.dtype), new_state
 
     return loss_scalarization("dwa", weights, init=init, num_tasks=num_tasks)

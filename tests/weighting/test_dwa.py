@@ -104,3 +104,20 @@ def test_wrong_number_of_tasks_raises():
     tx = mtlx.dwa(4)
     with pytest.raises(ValueError, match="num_tasks=4"):
         tx.update(jnp.eye(3), tx.init(None), None, task_losses=jnp.ones(3))
+
+
+def test_a_non_finite_loss_never_enters_the_history():
+    """Inside jit (outside, a NaN loss is refused with an error before any weighting)."""
+    tx = mtlx.dwa(num_tasks=2)
+    params = jnp.zeros(3)
+    jac = jnp.ones((2, 3))
+    update_fn = jax.jit(lambda s, losses: tx.update(jac, s, params, task_losses=losses))
+    state = tx.init(params)
+    for losses in ([1.0, 2.0], [0.5, 1.0]):
+        _, state = update_fn(state, jnp.array(losses))
+    clean = state
+    _, state = update_fn(state, jnp.array([jnp.nan, 1.0]))
+    jax.tree.map(np.testing.assert_array_equal, state, clean)  # unchanged
+    update, state = update_fn(state, jnp.array([0.25, 0.5]))
+    assert np.all(np.isfinite(update)) and np.all(np.isfinite(state.previous_averages))
+    np.testing.assert_allclose(update, jnp.full(3, 2.0), rtol=1e-6)  # equal rates: weights 1, 1

@@ -94,6 +94,11 @@ def stch(
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=``.
       Task-specific leaves are weighted too.
 
+    Raises:
+      ValueError: with a warm-up, concrete (not traced) losses that are not all positive: the
+        warm-up and the normalised objective take :math:`\log L_t`, whose gradient
+        :math:`1 / L_t` is infinite at 0 (inside ``jit`` such losses give non-finite updates).
+
     With ``optax.inject_hyperparams``, declare
     ``static_args=("warmup_steps", "nadir_steps", "num_tasks")``.
 
@@ -147,9 +152,12 @@ def stch(
     def weights(stats: Stats, state: STCHState) -> tuple[jax.Array, STCHState]:
         losses = stats.losses
         check_pref_vector(pref, stats.num_tasks)
-        if not checks.is_traced(losses) and np.any(np.asarray(losses) < 0):
+        if not checks.is_traced(losses) and np.any(np.asarray(losses) <= 0):
+            # log L_t and its gradient 1 / L_t: a zero loss gives an infinite weight (in
+            # LibMTL's and the official code too, behind their 1e-20), a negative one a NaN.
             raise ValueError(
-                f"stch with a warm-up takes log-losses: losses must be >= 0; got {losses}."
+                f"stch with a warm-up takes logarithms of the losses: losses must be > 0; got "
+                f"{losses}. Use warmup_steps=0 (TorchJD's STCH) for losses that reach 0."
             )
         warming_up = state.count < warmup_steps
         # 1 / L_t is the gradient of log(L_t + 1e-20), LibMTL's warm-up loss.

@@ -87,3 +87,15 @@ def test_preference_of_the_wrong_length_raises():
     tx = mtlx.stch(pref_vector=jnp.ones(2))
     with pytest.raises(ValueError, match="pref_vector"):
         tx.update(jnp.eye(3), tx.init(None), None, task_losses=jnp.ones(3))
+
+
+@pytest.mark.parametrize("losses", [[0.0, 1.0], [-1.0, 1.0]])
+def test_the_warm_up_refuses_losses_outside_its_logarithms_domain(losses):
+    tx = mtlx.stch(num_tasks=2, warmup_steps=2)
+    params = jnp.zeros(3)
+    jac = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="losses must be > 0.*warmup_steps=0"):
+        tx.update(jac, tx.init(params), params, task_losses=jnp.array(losses))
+    plain = mtlx.stch()  # no logarithms without the warm-up: zero losses are fine
+    update, _ = plain.update(jac, plain.init(params), params, task_losses=jnp.array(losses))
+    assert np.all(np.isfinite(update))

@@ -182,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=None)
     add("--workdir", default=None, help="logs and checkpoints go to WORKDIR/<method>/")
     add("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (0: never)")
-    add("--no-resume", action="store_true", help="ignore existing checkpoints in the workdir")
+    add(
+        "--no-resume",
+        action="store_true",
+        help="start over: move existing checkpoints in the workdir aside (never deleted)",
+    )
     add("--num-devices", type=int, default=None, help="data-parallel devices (mesh)")
     add("--task-devices", type=int, default=None, help="devices on the Jacobian's task axis")
     add("--chunk-size", type=int, default=None, help="Jacobian rows live at once")
@@ -393,7 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = []
     for config in configs:
-        runs = [train(config)] if rates is None else _sweep_rows(config, rates)
+        try:
+            runs = [train(config)] if rates is None else _sweep_rows(config, rates)
+        except ValueError as e:  # a configuration the run refuses (e.g. a mismatched resume)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         results.extend(runs)
         for result in runs if args.json else ():
             print(

@@ -119,6 +119,17 @@ class Checkpointer:
         state = _rewrap_keys(restored["state"], like)
         return state, dict(restored["position"]), dict(restored["metadata"] or {})
 
+    def metadata(self, step: int | None = None) -> dict[str, Any]:
+        """The metadata of checkpoint ``step`` (default: the newest), without the state: what a
+        resume compares before restoring a state whose structure may have changed."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+        )
+        return dict(restored["metadata"] or {})
+
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()

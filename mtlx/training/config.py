@@ -52,7 +52,10 @@ class TrainConfig:
       checkpoint_every: save a checkpoint every this many steps (0: none; only with a
         ``workdir``, under ``workdir/checkpoints``).
       workdir: where logs (``log.jsonl``) and checkpoints go (``None``: nowhere).
-      resume: continue from the newest checkpoint in ``workdir`` when there is one.
+      resume: continue from the newest checkpoint in ``workdir`` when there is one (written by
+        the same configuration up to its length, logging and saving: another configuration is
+        refused). ``False`` starts over and moves earlier checkpoints to
+        ``checkpoints.replaced-N`` (never deletes them).
       seed: seeds the model initialisation, the data order and the method's PRNG key.
       num_devices: data-parallel devices (``None``: no mesh, the default device).
       task_devices: devices along the mesh's task axis (Jacobian rows split over them).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -265,10 +266,19 @@ def train(
     state = train_step.init()
     checkpointer = None
     if config.workdir is not None and config.checkpoint_every:
-        checkpointer = checkpoint_lib.Checkpointer(os.path.join(config.workdir, "checkpoints"))
+        directory = os.path.join(config.workdir, "checkpoints")
+        if not config.resume:
+            _set_aside(directory)
+        checkpointer = checkpoint_lib.Checkpointer(directory)
         if config.resume and checkpointer.latest_step() is not None:
+            check_resumable(config, checkpointer.metadata().get("config"), checkpointer.directory)
             state, position, _ = checkpointer.restore(like=state)
             batcher.set_state(position)
+            print(
+                f"resumed from step {int(jax.device_get(state.step))} of {checkpointer.directory}",
+                file=sys.stderr,
+                flush=True,
+            )
     log_path = None if config.workdir is None else os.path.join(config.workdir, "log.jsonl")
     logger = JsonLinesLogger(log_path)
     meta = {"method": config.method, "dataset": config.dataset, "model": config.model}
@@ -406,6 +416,59 @@ def first_example(source: Any) -> Mapping[str, Any]:
 
 def stack_batches(batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+# Settings a resumed run may change: how long, how often to log / evaluate / save, where, and
+# the display. Every other field shapes the trajectory, and a change would silently continue
+# the old run under the new run's name.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "num_steps", "log_every", "eval_every", "checkpoint_every", "progress", "resume",
+        "workdir", "baselines", "eval_batch_size",
+    }
+)  # fmt: skip
+
+
+def _set_aside(directory: str) -> None:
+    """Moves an earlier run's checkpoints out of the way of a run that starts over (never deletes:
+    ``checkpoints`` becomes ``checkpoints.replaced-N``)."""
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        return
+    n = 1
+    while os.path.exists(f"{directory}.replaced-{n}"):
+        n += 1
+    os.rename(directory, f"{directory}.replaced-{n}")
+    print(
+        f"resume=False: the earlier checkpoints in {directory} were moved to "
+        f"{directory}.replaced-{n}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def check_resumable(
+    config: config_lib.TrainConfig, stored: Mapping[str, Any] | None, directory: str
+) -> None:
+    """Raises when the checkpoint in ``directory`` was written by a different configuration.
+
+    ``stored`` is the configuration the checkpoint's metadata holds (``None`` for a checkpoint
+    written without one, which is accepted). Fields in :data:`RESUMABLE_CHANGES` may differ.
+    """
+    if stored is None:
+        return
+    current = _jsonable(config)
+    changed = sorted(
+        key
+        for key in set(current) | set(stored)
+        if key not in RESUMABLE_CHANGES and current.get(key) != stored.get(key)
+    )
+    if changed:
+        diffs = "; ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"the checkpoint in {directory} was written by another configuration ({diffs}). "
+            "Resuming would continue that run under this one's settings: start over with "
+            "resume=False (CLI: --no-resume), or use another workdir."
+        )
 
 
 def _jsonable(config: config_lib.TrainConfig) -> dict[str, Any]:

@@ -143,3 +143,16 @@ def test_a_learning_rate_grid_is_one_sweep_per_method(capsys):
     assert "| ew @ lr=0.001 |" in out and "| pcgrad @ lr=0.01 |" in out and "lr=grid" in out
     assert cli.main([*argv, "--workdir", "/tmp/x"]) == 2
     assert "learning-rate grid" in capsys.readouterr().err
+
+
+def test_a_rerun_with_another_configuration_does_not_resume_silently(tmp_path, capsys):
+    argv = ["--steps", "4", "--steps-per-call", "2", "--checkpoint-every", "2", "--baselines",
+            "none", "--workdir", str(tmp_path), *TINY]  # fmt: skip
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the checkpoint in") and "--no-resume" in err
+    assert cli.main([*argv, "--lr", "0.1", "--no-resume"]) == 0
+    assert cli.main([*argv, "--lr", "0.1", "--steps", "6"]) == 0
+    assert "resumed from step 4" in capsys.readouterr().err

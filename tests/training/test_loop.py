@@ -66,6 +66,28 @@ def test_checkpoint_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
     assert position == {"step": 60} and metadata["method"] == "pcgrad"
 
 
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path, capsys):
+    base = TrainConfig(num_steps=20, steps_per_call=10, checkpoint_every=10, **SMALL)
+    base = base.replace(workdir=str(tmp_path), progress=False)
+    train(base)
+    with pytest.raises(ValueError, match=r"another configuration \(learning_rate: 0.001 -> 0.1\)"):
+        train(base.replace(learning_rate=0.1))
+    with pytest.raises(ValueError, match=r"method: 'ew' -> 'pcgrad'.*--no-resume"):
+        train(base.replace(method="pcgrad"))
+    with pytest.raises(ValueError, match="model_kwargs"):  # checked before the state is restored
+        train(base.replace(model_kwargs={"hidden": (7,)}))
+    capsys.readouterr()
+    longer = train(base.replace(num_steps=30, log_every=5))  # may change: length, logging
+    assert int(longer.state.step) == 30
+    assert f"resumed from step 20 of {tmp_path / 'checkpoints'}" in capsys.readouterr().err
+    fresh = train(base.replace(learning_rate=0.1, resume=False))
+    assert int(fresh.state.step) == 20
+    assert "moved to" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints.replaced-1").is_dir()  # the earlier run's, kept
+    again = train(base.replace(learning_rate=0.1, num_steps=30))  # resumes the new run
+    assert int(again.state.step) == 30
+
+
 def test_non_finite_loss_stops_with_the_task_name():
     data = datasets.digits(num_train=64, num_test=8)
     data.train["image"][:] = np.nan

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import optax
 from flax import nnx
 
@@ -102,13 +103,47 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Checks the settings; returns ``self``.
 
+        Everything that can be checked without loading data is checked here, so that a bad
+        setting fails at once, with the setting's name, rather than after the data has loaded.
+
         Raises:
-          ValueError: a non-positive size or count, or ``num_steps`` not a multiple of
-            ``steps_per_call``.
+          ValueError: a non-positive size or count, a negative interval, a learning rate that is
+            not a positive finite number, an unknown method or random-weight distribution, or
+            ``num_steps`` not a multiple of ``steps_per_call``.
         """
-        for name in ("batch_size", "eval_batch_size", "num_steps", "steps_per_call"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}.")
+        for name in (
+            "batch_size",
+            "eval_batch_size",
+            "num_steps",
+            "steps_per_call",
+            "task_devices",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
+        for name in ("num_devices", "chunk_size"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            raise ValueError(f"learning_rate must be a positive finite number; got {rate!r}.")
+        if self.method is not None and isinstance(self.method, str):
+            resolve_method_name(self.method)  # an unknown name lists the known ones
+        if self.random_row_weights is not None:
+            from mtlx.weighting._rlw import DISTRIBUTIONS
+
+            if self.random_row_weights not in DISTRIBUTIONS:
+                raise ValueError(
+                    f"random_row_weights must be None or one of {sorted(DISTRIBUTIONS)}; got "
+                    f"{self.random_row_weights!r}."
+                )
         if self.num_steps % self.steps_per_call:
             raise ValueError(
                 f"num_steps ({self.num_steps}) must be a multiple of steps_per_call "

@@ -156,3 +156,33 @@ def test_a_rerun_with_another_configuration_does_not_resume_silently(tmp_path, c
     assert cli.main([*argv, "--lr", "0.1", "--no-resume"]) == 0
     assert cli.main([*argv, "--lr", "0.1", "--steps", "6"]) == 0
     assert "resumed from step 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "-1"], "learning_rate must be a positive finite number; got -1.0"),
+        (["--lr", "nan"], "learning_rate must be a positive finite number"),
+        (["--log-every", "-5"], "log_every must be a non-negative integer"),
+        (["--chunk-size", "0"], "chunk_size must be a positive integer or None"),
+        (["--method", "pcgradd"], "unknown method 'pcgradd'"),
+    ],
+)
+def test_bad_settings_fail_before_any_data_loads(flags, message, capsys, monkeypatch):
+    from mtlx.training import datasets
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the settings were checked")
+
+    monkeypatch.setattr(datasets, "load", no_loading)
+    assert cli.main([*flags, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_validate_checks_random_row_weights_and_types():
+    with pytest.raises(ValueError, match="random_row_weights must be None or one of"):
+        TrainConfig(random_row_weights="gauss").validate()
+    with pytest.raises(ValueError, match="batch_size must be a positive integer; got 2.5"):
+        TrainConfig(batch_size=2.5).validate()
+    assert TrainConfig(random_row_weights="dirichlet").validate().random_row_weights == "dirichlet"

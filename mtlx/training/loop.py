@@ -30,6 +30,7 @@ import numpy as np
 from mtlx import data
 from mtlx.training import checkpoint as checkpoint_lib
 from mtlx.training import config as config_lib
+from mtlx.training import curves as curves_lib
 from mtlx.training import datasets as datasets_lib
 from mtlx.training import metrics as metrics_lib
 from mtlx.training import sharding as sharding_lib
@@ -361,6 +362,11 @@ def train(
         logger.close()
         if checkpointer is not None:
             checkpointer.close()
+    if log_path is not None:
+        # The whole log, a resumed run's earlier records included.
+        curves_lib.plot_curves(
+            curves_lib.read_log(log_path), os.path.join(config.workdir, "curves.png")
+        )
     return RunResult(
         config,
         tasks,

@@ -1,6 +1,7 @@
 """The trainer end to end on the default dataset: metrics, logs, checkpoints, errors, the CLI."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -45,6 +46,7 @@ def test_default_dataset_end_to_end(tmp_path):
     assert [r["step"] for r in train_records] == [100, 200]
     assert train_records[1]["train/loss/left"] < train_records[0]["train/loss/left"]
     assert "eval/left/accuracy" in records[-1] and "eval/delta_m" in records[-1]
+    assert (tmp_path / "curves.png").stat().st_size > 0  # the run's curves beside its log
     assert any(r["step"] == 100 and "eval/right/accuracy" in r for r in records)  # eval_every
 
 
@@ -131,3 +133,19 @@ def test_cli_runs_several_methods_and_prints_a_table(capsys):
     out = capsys.readouterr().out
     assert "| method | left accuracy | right accuracy | Δm (%) | time (s) |" in out
     assert "| ew |" in out and "| uw_so |" in out
+
+
+def test_plot_curves_reads_logs_and_refuses_empty_ones(tmp_path):
+    from mtlx.training import curves
+
+    records = [
+        {"step": 10, "train/loss/a": 1.0, "train/loss/b": 2.0},
+        {"step": 20, "train/loss/a": 0.5, "train/loss/b": 1.0, "eval/a/accuracy": 0.7},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    assert curves.read_log(log) == records
+    path = curves.plot_curves(records, tmp_path / "sub" / "curves.png")
+    assert pathlib.Path(path).stat().st_size > 0
+    with pytest.raises(ValueError, match="no record has a step"):
+        curves.plot_curves([{"method": "ew"}, {"step": 1, "eval/loss/a": 1.0}], tmp_path / "x.png")

@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--task-devices", type=int, default=None, help="devices on the Jacobian's task axis")
     add("--chunk-size", type=int, default=None, help="Jacobian rows live at once")
     add(
+        "--monitor-conflicts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="record gradient conflicts between tasks on every N-th update (mtlx.conflict_monitor "
+        "at the head of the chain; T backward passes on those updates) and print their summary",
+    )
+    add(
         "--baselines",
         default="auto",
         metavar="{auto,train,none,FILE}",
@@ -223,6 +231,7 @@ _OVERRIDES = {
     "num_devices": "num_devices",
     "task_devices": "task_devices",
     "chunk_size": "chunk_size",
+    "monitor_conflicts": "conflict_monitor_every",
 }
 
 
@@ -366,9 +375,19 @@ def _sweep_rows(config: Any, rates: Sequence[float]) -> list[Any]:
     return rows
 
 
+def _conflicts(result: Any) -> dict[str, dict[str, Any]]:
+    """The conflict monitor's summary of a run (per layer and ``"<all shared>"``)."""
+    from mtlx.analysis import layer_conflict_summary
+
+    return layer_conflict_summary(result.state.opt_state)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rates = learning_rates(args)
+    if rates is not None and args.monitor_conflicts:
+        print("error: a learning-rate grid runs without the conflict monitor.", file=sys.stderr)
+        return 2
     if rates is not None and (args.workdir is not None or args.checkpoint_every is not None):
         print(
             "error: a learning-rate grid trains as one vmapped sweep without logs or checkpoints: "
@@ -403,17 +422,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         results.extend(runs)
+        conflicts = _conflicts(runs[0]) if config.conflict_monitor_every else None
         for result in runs if args.json else ():
+            record = {
+                "method": config.method,
+                "learning_rate": result.config.learning_rate,
+                "results": result.results,
+                "delta_m": result.delta_m,
+                "seconds": result.seconds,
+            }
+            if conflicts is not None:
+                record["conflicts"] = conflicts
+            print(json.dumps(record), flush=True)
+        if conflicts is not None and not args.json:
+            whole = conflicts["<all shared>"]
             print(
-                json.dumps(
-                    {
-                        "method": config.method,
-                        "learning_rate": result.config.learning_rate,
-                        "results": result.results,
-                        "delta_m": result.delta_m,
-                        "seconds": result.seconds,
-                    }
-                ),
+                f"{config.method}: gradient conflicts over all shared parameters, "
+                f"{whole['observations']} (update, task pair) observations: mean cosine "
+                f"{whole['mean_cosine']:+.3f} ± {whole['std_cosine']:.3f}, cos < 0 in "
+                f"{100 * whole['conflict_fraction'][0]:.1f} %",
                 flush=True,
             )
     if not args.json:

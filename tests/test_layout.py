@@ -35,7 +35,7 @@ ALLOWED_MTLX = {
         "mtlx.models",
         "mtlx.data",
     },
-    "mtlx.train": {"mtlx", "mtlx.training", "mtlx.models", "mtlx.data"},
+    "mtlx.train": {"mtlx", "mtlx.training", "mtlx.models", "mtlx.data", "mtlx.analysis"},
 }
 # package -> third-party top-level modules it must not import at module level or anywhere
 FORBIDDEN_THIRD_PARTY = {

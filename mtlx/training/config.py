@@ -67,6 +67,11 @@ class TrainConfig:
       random_row_weights: a distribution of :func:`mtlx.rlw_weights` (``"normal"``, ...): random
         weights on the task losses chained before the method (:func:`mtlx.random_row_weights`,
         Lin et al.'s "RW + method"); ``None``: none.
+      conflict_monitor_every: with N > 0, :func:`mtlx.conflict_monitor` heads the chain and
+        records per-layer gradient-conflict statistics on every N-th update (read them with
+        :func:`mtlx.analysis.layer_conflict_summary` of the run's ``state.opt_state``). It
+        materialises the Jacobian's rows on those updates (T backward passes; the method that
+        follows reuses them with ``1``). ``0``: no monitor.
     """
 
     dataset: str = "digits"
@@ -95,6 +100,7 @@ class TrainConfig:
     baselines: dict[str, dict[str, float]] | None = None
     progress: bool = True
     random_row_weights: str | None = None
+    conflict_monitor_every: int = 0
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -121,7 +127,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-        for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
+        for name in (
+            "eval_every",
+            "log_every",
+            "checkpoint_every",
+            "seed",
+            "conflict_monitor_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
@@ -341,9 +353,11 @@ def make_tx(
                 "random_row_weights has no effect before AdaTask (its per-task moments undo any "
                 "per-task scale): leave random_row_weights=None with optimizer='adatask'."
             )
-        if optimizer is not None:
-            return optimizer
-        return mtlx.adatask(config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs)
+        if optimizer is None:
+            optimizer = mtlx.adatask(
+                config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs
+            )
+        return _with_monitor(config, num_tasks, optimizer)
     if method is None:
         factory = getattr(mtlx, resolve_method_name(config.method))
         method = factory(**method_kwargs(config, num_tasks))
@@ -356,4 +370,17 @@ def make_tx(
         # Its own stream: the method's seed is config.seed too, and its draws must not coincide.
         row_seed = config.seed + 7919
         chain.insert(0, mtlx.random_row_weights(config.random_row_weights, seed=row_seed))
-    return optax.chain(*chain)
+    return _with_monitor(config, num_tasks, optax.chain(*chain))
+
+
+def _with_monitor(
+    config: TrainConfig, num_tasks: int, tx: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """``tx`` headed by the conflict monitor when the config asks for one (it must see the raw
+    Jacobian: before random row weights, the method, AdaTask)."""
+    if not config.conflict_monitor_every:
+        return tx
+    from mtlx.analysis import conflict_monitor
+
+    monitor = conflict_monitor(every=config.conflict_monitor_every, num_tasks=num_tasks)
+    return optax.chain(monitor, tx)

@@ -167,6 +167,11 @@ def train_sweep(
     config = config.validate()
     if config.num_devices is not None:
         raise ValueError("train_sweep runs on one device: leave num_devices=None.")
+    if config.conflict_monitor_every:
+        raise ValueError(
+            "train_sweep does not run the conflict monitor: leave conflict_monitor_every=0 (or "
+            "train the runs one by one with train())."
+        )
     swept_lr: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
     if hyperparams and "learning_rate" in hyperparams and swept_lr:
         raise ValueError(

@@ -186,3 +186,19 @@ def test_validate_checks_random_row_weights_and_types():
     with pytest.raises(ValueError, match="batch_size must be a positive integer; got 2.5"):
         TrainConfig(batch_size=2.5).validate()
     assert TrainConfig(random_row_weights="dirichlet").validate().random_row_weights == "dirichlet"
+
+
+def test_the_conflict_monitor_from_the_cli(capsys):
+    argv = ["--method", "pcgrad", "--steps", "4", "--steps-per-call", "2", "--monitor-conflicts",
+            "2", "--baselines", "none", *TINY]  # fmt: skip
+    (config,) = _configs(argv)
+    assert config.conflict_monitor_every == 2
+    assert cli.main([*argv, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    whole = record["conflicts"]["<all shared>"]
+    assert whole["observations"] == 2  # updates 1 and 3 of 4, one task pair
+    assert -1.0 <= whole["mean_cosine"] <= 1.0
+    assert cli.main(argv) == 0
+    assert "gradient conflicts over all shared parameters" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="conflict_monitor_every must be a non-negative"):
+        TrainConfig(conflict_monitor_every=-1).validate()

@@ -10,6 +10,7 @@ again on restore with the implementation of the corresponding key in the target 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -118,6 +119,71 @@ class Checkpointer:
         )
         state = _rewrap_keys(restored["state"], like)
         return state, dict(restored["position"]), dict(restored["metadata"] or {})
+
+    def all_steps(self) -> list[int]:
+        """The steps of every checkpoint in the directory, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def restore_newest_readable(
+        self,
+        like: Any,
+        *,
+        check: Callable[[dict[str, Any]], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+        """The newest checkpoint that reads back whole, skipping damaged newer ones.
+
+        A checkpoint whose files were truncated or corrupted (a crash while the disk filled, a
+        copy cut short) raises inside orbax; this tries the next older one instead and says so
+        through ``log``. ``check(metadata)`` runs before each state is restored (e.g. the
+        configuration comparison of a resume); its errors are not skipped but raised.
+
+        Returns:
+          ``(state, position, metadata)`` as :meth:`restore`, or ``None`` when there is no
+          checkpoint.
+
+        Raises:
+          RuntimeError: there are checkpoints but none reads back (each one's error is listed).
+        """
+        steps = self.all_steps()
+        failures = []
+        for step in reversed(steps):
+            try:
+                metadata = self.metadata(step)
+            except Exception as e:  # any damage orbax reports: try an older checkpoint
+                failures.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+                self._note(log, step, e)
+                continue
+            if check is not None:
+                check(metadata)
+            try:
+                return self.restore(like, step)
+            except Exception as e:
+                failures.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+                self._note(log, step, e)
+        if steps:
+            raise RuntimeError(
+                f"no checkpoint in {self.directory} reads back: " + "; ".join(failures)
+            )
+        return None
+
+    def _note(self, log: Callable[[str], None] | None, step: int, error: Exception) -> None:
+        """Moves damaged checkpoint ``step`` to ``<directory>.damaged/<step>`` (kept for a look,
+        out of the way of the run that saves that step again) and says so."""
+        damaged = f"{self.directory}.damaged"
+        os.makedirs(damaged, exist_ok=True)
+        target = os.path.join(damaged, str(step))
+        n = 1
+        while os.path.exists(target):
+            target = os.path.join(damaged, f"{step}.{n}")
+            n += 1
+        os.rename(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        if log is not None:
+            log(
+                f"checkpoint {step} in {self.directory} is damaged ({type(error).__name__}); moved "
+                f"to {target}, trying the one before it"
+            )
 
     def metadata(self, step: int | None = None) -> dict[str, Any]:
         """The metadata of checkpoint ``step`` (default: the newest), without the state: what a

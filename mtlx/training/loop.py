@@ -272,8 +272,12 @@ def train(
             _set_aside(directory)
         checkpointer = checkpoint_lib.Checkpointer(directory)
         if config.resume and checkpointer.latest_step() is not None:
-            check_resumable(config, checkpointer.metadata().get("config"), checkpointer.directory)
-            state, position, _ = checkpointer.restore(like=state)
+            restored = checkpointer.restore_newest_readable(
+                state,
+                check=lambda md: check_resumable(config, md.get("config"), checkpointer.directory),
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+            state, position, _ = restored
             batcher.set_state(position)
             print(
                 f"resumed from step {int(jax.device_get(state.step))} of {checkpointer.directory}",

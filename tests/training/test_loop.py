@@ -149,3 +149,28 @@ def test_plot_curves_reads_logs_and_refuses_empty_ones(tmp_path):
     assert pathlib.Path(path).stat().st_size > 0
     with pytest.raises(ValueError, match="no record has a step"):
         curves.plot_curves([{"method": "ew"}, {"step": 1, "eval/loss/a": 1.0}], tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("damage", ["array", "state_metadata", "metadata"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, damage):
+    base = TrainConfig(num_steps=20, steps_per_call=10, checkpoint_every=10, **SMALL)
+    base = base.replace(workdir=str(tmp_path))
+    uninterrupted = train(base.replace(workdir=None, num_steps=30))
+    train(base)
+    newest = tmp_path / "checkpoints" / "20"
+    if damage == "array":  # a truncated array file of the state
+        victim = max((newest / "state").rglob("d/*"), key=lambda f: f.stat().st_size)
+    elif damage == "state_metadata":
+        victim = newest / "state" / "_METADATA"
+    else:
+        victim = newest / "metadata" / "metadata"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = train(base.replace(num_steps=30))  # from step 10, and saves 20 and 30 anew
+    err = capsys.readouterr().err
+    assert "checkpoint 20" in err and "is damaged" in err and "resumed from step 10" in err
+    assert (tmp_path / "checkpoints.damaged" / "20").is_dir()
+    for a, b in zip(_leaves(uninterrupted.state), _leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.all_steps()[-2:] == [20, 30]

@@ -92,6 +92,7 @@ EXTRA_KWARGS = {
 }
 NOT_METHODS = {  # a wrapper, an identity statistics transform, a builder, pre-method rows, optimizers
     "cr_mogm", "conflict_monitor", "as_transform", "random_row_weights", "adatask", "scale_by_adatask",
+    "skip_nonfinite",
 }  # fmt: skip
 
 

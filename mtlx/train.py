@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--task-devices", type=int, default=None, help="devices on the Jacobian's task axis")
     add("--chunk-size", type=int, default=None, help="Jacobian rows live at once")
     add(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip (and count) updates whose losses or result are not finite instead of stopping "
+        "(mtlx.skip_nonfinite around the chain)",
+    )
+    add(
         "--monitor-conflicts",
         type=int,
         default=None,
@@ -264,6 +270,8 @@ def configs_from_args(args: argparse.Namespace) -> list:
         changes["resume"] = False
     if args.no_scan:
         changes["scan"] = False
+    if args.skip_nonfinite:
+        changes["skip_nonfinite"] = True
     if args.no_progress:
         changes["progress"] = False
     base = base.replace(**changes)

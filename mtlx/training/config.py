@@ -72,6 +72,10 @@ class TrainConfig:
         :func:`mtlx.analysis.layer_conflict_summary` of the run's ``state.opt_state``). It
         materialises the Jacobian's rows on those updates (T backward passes; the method that
         follows reuses them with ``1``). ``0``: no monitor.
+      skip_nonfinite: wrap the chain in :func:`mtlx.skip_nonfinite`: a step whose losses or
+        update are not finite moves nothing and leaves every state as it was; the run counts
+        the skips (``skipped_updates`` in the last record of ``RunResult.history``) instead of stopping with
+        :class:`~mtlx.training.NonFiniteLossError`.
     """
 
     dataset: str = "digits"
@@ -101,6 +105,7 @@ class TrainConfig:
     progress: bool = True
     random_row_weights: str | None = None
     conflict_monitor_every: int = 0
+    skip_nonfinite: bool = False
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -175,10 +180,13 @@ def _with_num_tasks(factory: Callable[..., Any], kwargs: Mapping[str, Any], num_
     return kwargs
 
 
-# Transforms on mtlx that are not a method on their own: the builder of a Weighting value, and
-# random row weights, which go before a method (TrainConfig.random_row_weights).
-# AdaTask is a whole optimizer (TrainConfig.optimizer = "adatask"), not a weighting.
-_NOT_METHODS = frozenset({"as_transform", "random_row_weights", "adatask", "scale_by_adatask"})
+# Transforms on mtlx that are not a method on their own: the builder of a Weighting value,
+# random row weights, which go before a method (TrainConfig.random_row_weights), and the
+# non-finite guard, which wraps a chain (TrainConfig.skip_nonfinite). AdaTask is a whole
+# optimizer (TrainConfig.optimizer = "adatask"), not a weighting.
+_NOT_METHODS = frozenset(
+    {"as_transform", "random_row_weights", "adatask", "scale_by_adatask", "skip_nonfinite"}
+)
 
 
 def method_names() -> list[str]:
@@ -357,7 +365,7 @@ def make_tx(
             optimizer = mtlx.adatask(
                 config.learning_rate, num_tasks=num_tasks, **config.optimizer_kwargs
             )
-        return _with_monitor(config, num_tasks, optimizer)
+        return _guarded(config, _with_monitor(config, num_tasks, optimizer))
     if method is None:
         factory = getattr(mtlx, resolve_method_name(config.method))
         method = factory(**method_kwargs(config, num_tasks))
@@ -370,7 +378,13 @@ def make_tx(
         # Its own stream: the method's seed is config.seed too, and its draws must not coincide.
         row_seed = config.seed + 7919
         chain.insert(0, mtlx.random_row_weights(config.random_row_weights, seed=row_seed))
-    return _with_monitor(config, num_tasks, optax.chain(*chain))
+    return _guarded(config, _with_monitor(config, num_tasks, optax.chain(*chain)))
+
+
+def _guarded(config: TrainConfig, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` inside the non-finite guard when the config asks for it (around everything, so that
+    no state takes a non-finite step)."""
+    return mtlx.skip_nonfinite(tx) if config.skip_nonfinite else tx
 
 
 def _with_monitor(

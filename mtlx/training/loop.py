@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+import mtlx
 from mtlx import data
 from mtlx.training import checkpoint as checkpoint_lib
 from mtlx.training import config as config_lib
@@ -239,6 +240,8 @@ def train(
     model.train()
     if tx is None:
         tx = config_lib.make_tx(config, len(tasks))
+    elif config.skip_nonfinite:
+        tx = mtlx.skip_nonfinite(tx)  # a caller's chain gets the guard the config asks for
     mesh = None
     if config.num_devices is not None:
         mesh = sharding_lib.make_mesh(config.num_devices, task=config.task_devices)
@@ -313,7 +316,8 @@ def train(
                 state, losses = train_step.step(state, batches)
                 losses = jax.device_get(losses)
             losses = np.asarray(losses)
-            check_finite_losses(losses, tasks, step + 1)
+            if not config.skip_nonfinite:
+                check_finite_losses(losses, tasks, step + 1)
             before, step = step, step + k
             window.append(losses)
             bar.update(k)
@@ -359,6 +363,16 @@ def train(
         }
         if dm is not None:
             record["eval/delta_m"] = dm
+        if config.skip_nonfinite:
+            skipped = int(jax.device_get(state.opt_state.skipped))
+            record["skipped_updates"] = skipped
+            if skipped:
+                print(
+                    f"{config.method}: {skipped} of {step} updates skipped (non-finite losses or "
+                    "updates; skip_nonfinite=True)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         record["time"] = time.perf_counter() - start_time
         logger.write(record)
     finally:

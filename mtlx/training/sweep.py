@@ -167,6 +167,11 @@ def train_sweep(
     config = config.validate()
     if config.num_devices is not None:
         raise ValueError("train_sweep runs on one device: leave num_devices=None.")
+    if config.skip_nonfinite:
+        raise ValueError(
+            "train_sweep does not run the non-finite guard: leave skip_nonfinite=False (a "
+            "non-finite loss stops the sweep with the task's name)."
+        )
     if config.conflict_monitor_every:
         raise ValueError(
             "train_sweep does not run the conflict monitor: leave conflict_monitor_every=0 (or "

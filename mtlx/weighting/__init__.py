@@ -53,6 +53,7 @@ from mtlx.weighting._rlw import (
 from mtlx.weighting._scalarization import scalarization
 from mtlx.weighting._scalarization_sweep import scalarization_sweep, simplex_grid
 from mtlx.weighting._sdmgrad import SDMGradState, sdmgrad, sdmgrad_weights
+from mtlx.weighting._skip_nonfinite import SkipNonFiniteState, skip_nonfinite
 from mtlx.weighting._stch import STCHState, stch, stch_weights
 from mtlx.weighting._trimmed_mean import trimmed_mean, trimmed_mean_rows
 from mtlx.weighting._upgrad import upgrad, upgrad_weights

@@ -193,6 +193,8 @@ def test_the_conflict_monitor_from_the_cli(capsys):
             "2", "--baselines", "none", *TINY]  # fmt: skip
     (config,) = _configs(argv)
     assert config.conflict_monitor_every == 2
+    (guarded,) = _configs([*argv, "--skip-nonfinite"])
+    assert guarded.skip_nonfinite and not config.skip_nonfinite
     assert cli.main([*argv, "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     whole = record["conflicts"]["<all shared>"]

@@ -98,6 +98,23 @@ def test_non_finite_loss_stops_with_the_task_name():
         train(config, dataset=data)
 
 
+def test_skip_nonfinite_skips_bad_batches_and_counts_them(capsys):
+    data = datasets.digits(num_train=256, num_test=64)
+    data.train["image"][:8] = np.nan  # some batches of every epoch hold a NaN example
+    config = TrainConfig(
+        num_steps=16, steps_per_call=8, batch_size=32, skip_nonfinite=True, method="pcgrad",
+        **SMALL,
+    )  # fmt: skip
+    result = train(config, dataset=data)
+    skipped = result.history[-1]["skipped_updates"]
+    assert 0 < skipped < 16  # the NaN batches, not the others
+    assert "updates skipped" in capsys.readouterr().err
+    for leaf in jax.tree.leaves(result.state.params):
+        assert np.all(np.isfinite(leaf))
+    clean = datasets.digits(num_train=256, num_test=64)
+    assert train(config, dataset=clean).history[-1]["skipped_updates"] == 0
+
+
 def test_unknown_names_fail_clearly():
     with pytest.raises(ValueError, match="unknown method 'nope'.*Available: .*pcgrad"):
         train(TrainConfig(method="nope", num_steps=1, steps_per_call=1, **SMALL))

@@ -48,7 +48,34 @@ def weighted_sum(weights: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.tensordot(weights.astype(x.dtype), x, axes=1, precision=_HIGHEST)
 
 
-class Jacobian:
+_MISPLACED_FIX = (
+    "put the weighting first in optax.chain, with optax transforms and wrappers (optax.MultiSteps, "
+    "optax.apply_if_finite) after it, e.g. optax.chain(mtlx.ew(), optax.clip(1.0), "
+    "optax.MultiSteps(optax.adam(1e-3), every_k_schedule=4)); or materialise the rows with "
+    "mtlx.jacobian_rows(jac) (leaves (T, *param.shape), on which a transform acts per task) and "
+    "pass those"
+)
+
+
+class _JacobianType(type):
+    """The metaclass of the Jacobians: its ``repr`` says what to do when optax meets one.
+
+    A transform chained before a weighting that pairs the updates with params-shaped trees
+    (``optax.add_decayed_weights``, ``optax.trace``, ``optax.scale_by_adam``), or a wrapper around
+    a chain that holds one (``optax.MultiSteps``, ``optax.apply_if_finite``), fails inside
+    ``jax.tree.map`` or ``jax.lax.cond`` before any mtlx code runs, and JAX's structure error
+    prints only the type of the mismatched node: its repr is where the fix can be named.
+    """
+
+    def __repr__(cls) -> str:
+        return (
+            f"<class 'mtlx.{cls.__name__}'> (an mtlx per-task Jacobian, which only an mtlx "
+            "weighting takes: an optax transform or wrapper met it as if it were params-shaped "
+            f"updates. To fix: {_MISPLACED_FIX})"
+        )
+
+
+class Jacobian(metaclass=_JacobianType):
     """Interface of a per-task Jacobian; see the module docstring."""
 
     num_tasks: int
@@ -90,6 +117,14 @@ class Jacobian:
         """
         jac = self.materialize()
         return jac.gramian(), jac
+
+    def check_intact(self, method: str) -> None:
+        """A ValueError when a leaf-wise transform rebuilt this Jacobian from changed leaves.
+
+        Only the engine's lazy Jacobian can be damaged that way (its leaves are VJP residuals);
+        a stacked Jacobian's leaves are the rows, which a leaf-wise transform may change.
+        """
+        del method
 
     @property
     def has_task_specific(self) -> bool:
@@ -196,6 +231,11 @@ class StackedJacobian(Jacobian):
         return jax.tree.unflatten(self.treedef, out)
 
 
+# The guard leaf of every LinearizedJacobian (see its tree_flatten): a numpy scalar, so building a
+# Jacobian allocates nothing on the device.
+_GUARD = np.asarray(True)
+
+
 @jax.tree_util.register_pytree_node_class
 class LinearizedJacobian(Jacobian):
     """A Jacobian held as the VJP of the ``(T,)`` loss vector at the current parameters.
@@ -220,15 +260,40 @@ class LinearizedJacobian(Jacobian):
         self.shared_mask = tuple(shared_mask)
         self.chunk_size = chunk_size
         self.num_tasks = losses.shape[0]
+        self._guard = _GUARD
 
     def tree_flatten(self):
-        return (self.vjp_fn, self.losses), (self.treedef, self.shared_mask, self.chunk_size)
+        # The residuals must be leaves: the object crosses jax.jit and jax.lax.scan boundaries.
+        # The guard, a boolean scalar leaf, is how a leaf-wise transform that changed them is
+        # caught: JAX's transformations hand leaves back with their dtype, whereas arithmetic
+        # (optax.scale, optax.clip, an optimizer's moments) promotes a bool, and
+        # optax.clip_by_global_norm fails on one (its lax.select wants one dtype). Transforms
+        # that pair the updates with params-shaped trees fail on the structure (_JacobianType).
+        # Not caught: a map that is the identity on finite values (optax.zero_nans), which
+        # changes residuals only where they are NaN.
+        children = (self._guard, self.vjp_fn, self.losses)
+        return children, (self.treedef, self.shared_mask, self.chunk_size, self.num_tasks)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        vjp_fn, losses = children
-        treedef, mask, chunk_size = aux
-        return cls(vjp_fn, losses, treedef, mask, chunk_size)
+        # No validation here: jax.tree.map rebuilds the object with whatever its function returns
+        # (per-leaf norms or NaN flags in optax, None, in_axes specs); check_intact() is called
+        # where the Jacobian is used.
+        jac = object.__new__(cls)
+        jac._guard, jac.vjp_fn, jac.losses = children
+        jac.treedef, jac.shared_mask, jac.chunk_size, jac.num_tasks = aux
+        return jac
+
+    def check_intact(self, method: str) -> None:
+        guard_dtype = getattr(self._guard, "dtype", None)
+        losses_shape = getattr(self.losses, "shape", None)
+        if guard_dtype != np.bool_ or losses_shape != (self.num_tasks,):
+            raise ValueError(
+                f"mtlx.{method} got the engine's Jacobian after a leaf-wise transform changed it "
+                "(an optax transform such as scale, clip or clip_by_global_norm chained BEFORE "
+                "the weighting). The engine's Jacobian holds the VJP's residuals, not the per-task "
+                f"gradients, so that transform did not act on the gradients: {_MISPLACED_FIX}."
+            )
 
     def _vjp_leaves(self, cotangent: jax.Array) -> list[jax.Array]:
         (grads,) = self.vjp_fn(cotangent.astype(self.losses.dtype))
@@ -315,6 +380,9 @@ class ScaledJacobian(Jacobian):
         )
         return jac
 
+    def check_intact(self, method: str) -> None:
+        self.base.check_intact(method)
+
     def rows(self) -> PyTree:
         return jax.tree.map(
             lambda x: x * self.scales.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1)),
@@ -343,9 +411,15 @@ def scale_gramian(gramian: jax.Array, scales: jax.Array) -> jax.Array:
     return gramian * jnp.outer(scales, scales)
 
 
-def as_jacobian(jac: Jacobian | PyTree) -> Jacobian:
-    """The :class:`Jacobian` for ``jac``: itself, or a :class:`StackedJacobian` of a plain pytree."""
+def as_jacobian(jac: Jacobian | PyTree, *, method: str = "as_jacobian") -> Jacobian:
+    """The :class:`Jacobian` for ``jac``: itself, or a :class:`StackedJacobian` of a plain pytree.
+
+    Raises:
+      ValueError: when ``jac`` is the engine's Jacobian rebuilt by a leaf-wise transform (an optax
+        transform chained before the weighting); the message names ``method``.
+    """
     if isinstance(jac, Jacobian):
+        jac.check_intact(method)
         return jac
     return StackedJacobian(jac)
 

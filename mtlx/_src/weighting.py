@@ -149,6 +149,93 @@ def check_num_tasks(method: str, expected: int | None, actual: int) -> None:
         )
 
 
+def _leaf_mismatch(path: str, leaf_shape: tuple, param_shape: tuple) -> str:
+    """What a Jacobian leaf of the wrong shape most likely is, for the error message."""
+    if leaf_shape == param_shape:
+        return (
+            f"leaf {path} has the parameter's own shape {param_shape}: that is a params-shaped "
+            "gradient (jax.grad or nnx.grad output, or the update of a weighting chained before "
+            "this one), not a per-task Jacobian. Build the Jacobian with "
+            "mtlx.value_and_jacobian(loss_fn) (or jax.jacrev of the (T,) loss vector), and chain "
+            "one weighting only, first"
+        )
+    if len(leaf_shape) == len(param_shape) + 1 and leaf_shape[:-1] == param_shape:
+        return (
+            f"leaf {path} has shape {leaf_shape}, the parameter's shape {param_shape} followed by "
+            f"a task axis of {leaf_shape[-1]}: the task axis must come first "
+            "(jnp.moveaxis(leaf, -1, 0))"
+        )
+    return f"leaf {path} has shape {leaf_shape} for a parameter of shape {param_shape}"
+
+
+def check_against_params(updates: Any, params: PyTree, method: str) -> None:
+    """A ValueError, at trace time, unless ``updates`` is a per-task Jacobian of ``params``.
+
+    The engine's Jacobian must have the tree structure of ``params``; a materialised one (a
+    :class:`~mtlx.StackedJacobian` or a plain pytree) must have, leaf by leaf, shape
+    ``(T, *param.shape)`` with one T. The message says what was passed instead: params-shaped
+    gradients (from ``jax.grad``, or a second weighting), or a task axis that comes last. Without
+    this check such inputs give an update of the wrong shape that ``optax.apply_updates``
+    broadcasts, or an error that blames the number of tasks.
+    """
+    if params is None:
+        return
+    param_leaves, param_def = jax.tree_util.tree_flatten_with_path(params)
+    if isinstance(updates, jacobians.StackedJacobian):
+        rows, jac_def = updates.rows(), updates.treedef
+    elif isinstance(updates, jacobians.Jacobian):
+        rows, jac_def = None, updates.treedef
+    else:
+        rows, jac_def = updates, jax.tree.structure(updates)
+    if jac_def != param_def:
+        raise ValueError(
+            f"mtlx.{method}: the Jacobian's tree structure does not match params'. Is the "
+            "Jacobian taken with respect to these params (the ones given to update)?\n"
+            f"  Jacobian: {jac_def}\n  params:   {param_def}"
+        )
+    if rows is None:
+        return  # the engine's rows are VJPs of params: their shapes are params' by construction
+    problems, num_tasks = [], set()
+    for (path, param), leaf in zip(param_leaves, jax.tree.leaves(rows)):
+        leaf_shape, param_shape = tuple(jnp.shape(leaf)), tuple(jnp.shape(param))
+        if leaf_shape[1:] == param_shape and len(leaf_shape) == len(param_shape) + 1:
+            num_tasks.add(leaf_shape[0])
+        else:
+            problems.append(_leaf_mismatch(jax.tree_util.keystr(path), leaf_shape, param_shape))
+    if problems:
+        raise ValueError(
+            f"mtlx.{method} takes a per-task Jacobian, every leaf (T, *param.shape); "
+            + "; ".join(problems[:3])
+            + (f" (and {len(problems) - 3} more leaves)" if len(problems) > 3 else "")
+            + "."
+        )
+    if len(num_tasks) > 1:
+        raise ValueError(
+            f"mtlx.{method}: the Jacobian's leaves disagree on the number of tasks (leading axis): "
+            f"{sorted(num_tasks)}. Every leaf must be (T, *param.shape) with the same T."
+        )
+
+
+def jacobian_of(
+    updates: Any, params: PyTree, method: str, num_tasks: int | None = None
+) -> jacobians.Jacobian:
+    """The prologue every weighting and row method shares: ``updates`` checked, as a Jacobian.
+
+    Checks, at trace time, that the engine's Jacobian was not rebuilt by a transform chained
+    before the method, that a method built for ``num_tasks`` tasks gets that many, and (when
+    ``params`` is given) that ``updates`` is a Jacobian of ``params``.
+    """
+    if isinstance(updates, jacobians.Jacobian):
+        # Its task axis is known: a method built for another T says so before the shape check
+        # (stacked heads have T in their shape, so the shape check would blame a leaf).
+        updates.check_intact(method)
+        check_num_tasks(method, num_tasks, updates.num_tasks)
+    check_against_params(updates, params, method)
+    jac = jacobians.as_jacobian(updates, method=method)
+    check_num_tasks(method, num_tasks, jac.num_tasks)
+    return jac
+
+
 def check_gramian(gramian: jax.Array, num_tasks: int) -> jax.Array:
     gramian = jnp.asarray(gramian)
     if gramian.shape != (num_tasks, num_tasks):
@@ -182,12 +269,11 @@ def as_transform(weighting: Weighting) -> WeightingTransformation:
         raise TypeError(f"as_transform takes an mtlx.Weighting; got {type(weighting).__name__}.")
 
     def update_fn(updates, state, params=None, *, task_losses=None, gramian=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
+        del extra_args
+        jac = jacobian_of(updates, params, weighting.name, weighting.num_tasks)
         losses = check_task_losses(
             task_losses, jac.num_tasks, required=weighting.needs_losses, method=weighting.name
         )
-        check_num_tasks(weighting.name, weighting.num_tasks, jac.num_tasks)
         if weighting.reads == "gramian":
             if gramian is None:
                 gramian, jac = jac.gramian_and_reusable()
@@ -262,10 +348,9 @@ def rows_transform(
     """
 
     def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
+        del extra_args
+        jac = jacobian_of(updates, params, name, num_tasks)
         losses = check_task_losses(task_losses, jac.num_tasks, required=needs_losses, method=name)
-        check_num_tasks(name, num_tasks, jac.num_tasks)
         leaves, new_state = update_rows(rows_of(jac, losses), state)
         return jax.tree.unflatten(jac.treedef, list(leaves)), new_state
 

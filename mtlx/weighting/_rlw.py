@@ -15,8 +15,8 @@ from mtlx._src.weighting import (
     Weighting,
     WeightingTransformation,
     as_transform,
-    check_num_tasks,
     check_task_losses,
+    jacobian_of,
 )
 
 Distribution = Literal[
@@ -239,10 +239,9 @@ def random_row_weights(
         return RLWState(key=prng.as_key(seed))
 
     def update_fn(updates, state, params=None, *, task_losses=None, **extra_args):
-        del params, extra_args
-        jac = jacobians.as_jacobian(updates)
+        del extra_args
+        jac = jacobian_of(updates, params, "random_row_weights", num_tasks)
         check_task_losses(task_losses, jac.num_tasks, required=False, method="random_row_weights")
-        check_num_tasks("random_row_weights", num_tasks, jac.num_tasks)
         next_key, key = jax.random.split(state.key)
         scales = _draw(key, jac.num_tasks, distribution, seed, concentration)
         return jacobians.ScaledJacobian(jac, scales), RLWState(key=next_key)
@@ -276,6 +275,9 @@ def rlw(
       seed: int seed or PRNG key; the key lives in the state and is split once per step.
       concentration: the Dirichlet concentration (scalar or ``(T,)``), for ``"dirichlet"``.
       num_tasks: optional T, checked against the Jacobian's task axis.
+
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
 
     Returns:
       A transformation from a per-task Jacobian (the engine's, or a pytree whose leaves are

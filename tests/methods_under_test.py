@@ -19,12 +19,13 @@ Fields:
   gramian: the method is a function of the Gramian (and losses) only; it accepts ``gramian=``.
   weighting: the update is a weighting sum_t w_t J_t (a Gramian, loss or rows-reading method):
     the transform carries its ``.weighting`` value and ``mtlx.cr_mogm`` can wrap it.
-  static_args: extra arguments ``optax.inject_hyperparams`` must keep static (beyond
-    :func:`static_args`' rule: ints that size shapes or loops, seeds, callables, wrapped methods).
+  static_args: not a field: :func:`static_args` reads the structural arguments from the factory's
+    docstring ("Static under ``optax.inject_hyperparams``"), so the docstring is what is tested.
   dtypes: the Jacobian dtypes the method must accept (update in that dtype, finite).
 """
 
 import inspect
+import re
 
 METHODS_UNDER_TEST = [
     dict(name="ew", kwargs={}, permutation_invariant=True, homogeneous=True),
@@ -202,11 +203,11 @@ DEFAULTS = dict(
     min_tasks=1,
     layout_invariant=True,
     weighting=True,
-    static_args=(),
     dtypes=("float32", "bfloat16"),
 )
-# Arguments that are never numeric hyperparameters, whatever their value.
-_ALWAYS_STATIC = ("num_tasks", "weighting", "n_byzantine", "trim_number")
+_STATIC_LINE = re.compile(
+    r"Static under ``optax.inject_hyperparams`` \(``static_args``\): (.*?)(?:;|\.)", re.DOTALL
+)
 
 
 def entries():
@@ -218,22 +219,23 @@ def ids():
 
 
 def static_args(entry):
-    """What ``optax.inject_hyperparams`` must keep static for ``entry``'s factory.
+    """The structural arguments of ``entry``'s factory, as its docstring states them.
 
-    The rule: arguments whose default is an int (loop bounds, step counts, seeds) or a callable
-    (inner optimizers), the ones in ``_ALWAYS_STATIC``, and the entry's own ``static_args``.
+    Every factory's docstring has a line "Static under ``optax.inject_hyperparams``
+    (``static_args``): ``a``, ``b``; ..." (or "none"); every other numeric argument must work
+    injected (traced). A ValueError when the line is missing or names an unknown argument.
     """
     import mtlx
 
-    parameters = inspect.signature(getattr(mtlx, entry["name"])).parameters
-    rule = [
-        name
-        for name, p in parameters.items()
-        if name in _ALWAYS_STATIC
-        or (isinstance(p.default, int) and not isinstance(p.default, bool))
-        or (p.default is not p.empty and callable(p.default))
-    ]
-    return tuple(dict.fromkeys([*rule, *entry["static_args"]]))
+    factory = getattr(mtlx, entry["name"])
+    match = _STATIC_LINE.search(inspect.getdoc(factory) or "")
+    if match is None:
+        raise ValueError(f"mtlx.{entry['name']}'s docstring does not say what is static.")
+    names = tuple(re.findall(r"``(\w+)``", match.group(1)))
+    unknown = set(names) - set(inspect.signature(factory).parameters)
+    if unknown or (not names and match.group(1).strip() != "none"):
+        raise ValueError(f"mtlx.{entry['name']}: unreadable static arguments {match.group(1)!r}.")
+    return names
 
 
 def make(entry, num_tasks):

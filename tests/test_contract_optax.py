@@ -116,3 +116,36 @@ def test_cr_mogm_wraps_every_weighting(entry):
         expected, s_plain = plain_update(j, s_plain, params, task_losses=losses)
         got, s_wrapped = wrapped_update(j, s_wrapped, params, task_losses=losses)
         chex.assert_trees_all_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+SEEDED = [
+    entry
+    for entry in ENTRIES
+    if "seed" in inspect.signature(getattr(mtlx, entry["name"])).parameters
+]
+
+
+@pytest.mark.parametrize("entry", SEEDED, ids=[entry["name"] for entry in SEEDED])
+def test_seeds_may_be_numpy_integers_or_injected(entry):
+    """seed=np.int64(3) and an injected seed=3 draw what seed=3 draws."""
+    num_tasks = _tasks(entry)
+    kwargs = methods_under_test.make_kwargs(entry, num_tasks)
+    factory = getattr(mtlx, entry["name"])
+    jacs = _jacobians(num_tasks, steps=3)
+    expected = _run(factory(**kwargs, seed=3), jacs)
+    chex.assert_trees_all_close(_run(factory(**kwargs, seed=np.int64(3)), jacs), expected)
+    injected = optax.inject_hyperparams(factory, static_args=methods_under_test.static_args(entry))
+    tx = injected(**kwargs, seed=3)
+    assert "seed" in tx.init(jnp.zeros((P,))).hyperparams
+    chex.assert_trees_all_close(_run(tx, jacs), expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("rescale", [0, 1, 2])
+def test_cagrad_rescale_may_be_injected(rescale):
+    """CAGrad's rescale is a hyperparameter like c: injected (traced), it gives the same update."""
+    jacs = _jacobians(3)
+    expected = _run(mtlx.cagrad(c=0.3, rescale=rescale), jacs)
+    tx = optax.inject_hyperparams(mtlx.cagrad, static_args=("max_iters",))(c=0.3, rescale=rescale)
+    chex.assert_trees_all_close(_run(tx, jacs), expected, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="rescale"):
+        mtlx.cagrad(rescale=3)

@@ -92,6 +92,9 @@ def aligned_mtl(
         kept eigenvalue (default, as TorchJD and the paper's Algorithm 1), ``"median"`` the lower
         median, ``"rmse"`` the mean (the original code's alternative).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
       optional precomputed ``gramian=`` extra arg and ignores the others (e.g. ``task_losses``).

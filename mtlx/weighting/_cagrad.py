@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtlx._src import checks, linalg, solvers, tolerances
@@ -17,8 +18,13 @@ def _matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
     return jnp.matmul(matrix, vector, precision=_HIGHEST)
 
 
-def _check_rescale(rescale: int) -> None:
-    if isinstance(rescale, bool) or rescale not in _RESCALES:
+def _check_rescale(rescale: int | jax.Array) -> None:
+    # A traced rescale (optax.inject_hyperparams) is checked when the method is built untraced.
+    if checks.is_traced(rescale):
+        return
+    if isinstance(rescale, bool) or np.ndim(rescale) != 0 or int(rescale) != rescale:
+        raise ValueError(f"rescale must be 0, 1 or 2 (as in the CAGrad code); got {rescale!r}.")
+    if int(rescale) not in _RESCALES:
         raise ValueError(f"rescale must be 0, 1 or 2 (as in the CAGrad code); got {rescale!r}.")
 
 
@@ -41,7 +47,7 @@ def cagrad_weights(
     Args:
       gramian: ``(T, T)`` Gramian ``G = J J^T``.
       c: the radius of the ball around ``g0`` relative to ``||g0||``.
-      rescale: ``0``, ``1`` or ``2`` as above.
+      rescale: ``0``, ``1`` or ``2`` as above (may be traced).
       norm_eps: the Gramian counts as zero below this trace, and ``w = 0`` when
         ``||g_{w*}|| < norm_eps ||J||_F`` (a Pareto-stationary point), as in TorchJD.
       max_iters: bound on the dual solver's outer iterations.
@@ -63,7 +69,8 @@ def cagrad_weights(
     step = jnp.where(solvable, radius / jnp.where(w_norm > 0, w_norm, 1.0), 0.0)
     weights = jnp.where(w_norm >= norm_eps, b + step * w_star, 0.0)
     weights = jnp.where(solvable, weights, jnp.where(jnp.trace(g) > 0, b, 0.0))
-    rho = {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
+    # Indexed, not looked up in a dict: rescale may be traced (optax.inject_hyperparams).
+    rho = jnp.stack([jnp.ones_like(c), 1.0 + c**2, 1.0 + c])[rescale]
     return weights / rho
 
 
@@ -91,6 +98,9 @@ def cagrad(
         when ``||g_{w*}|| < norm_eps ||J||_F`` (0 in the rows' convex hull: Pareto-stationary), as
         TorchJD's ``norm_eps``.
       max_iters: bound on the dual solver's outer iterations (each an exact active-set QP).
+
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``max_iters``; every other
+    numeric argument may be injected.
 
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an

@@ -77,6 +77,9 @@ def config(
     Args:
       pref_vector: ``(T,)`` preference weights; ``None`` for ones (TorchJD's default).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
       optional precomputed ``gramian=`` extra arg and ignores the others (e.g. ``task_losses``).

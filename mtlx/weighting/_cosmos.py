@@ -60,6 +60,9 @@ def cosmos(
       lambda_: :math:`\lambda \ge 0`; 0 is the linear scalarization. The paper uses 0.01 to 8
         depending on the dataset (TorchJD has no default; 1.0 here).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update; it needs ``task_losses=``.
       Task-specific leaves are weighted too.

@@ -107,6 +107,9 @@ def cr_mogm(
         through ``optax.inject_hyperparams(mtlx.cr_mogm, static_args=("weighting", "num_tasks"))``.
       initial_weights: :math:`\lambda_0` (T,), or ``None``.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``weighting``, ``num_tasks``;
+    every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. Task-specific leaves are treated as
       by the wrapped method (their own gradient for a Gramian method).

@@ -64,6 +64,9 @@ def db_mtl(
       beta_sigma: decay exponent :math:`\sigma` of the EMA coefficient (LibMTL: 0, a constant
         :math:`\beta`).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=``
       (non-negative). Task-specific leaves get their own task's log-loss gradient (no EMA, no

@@ -65,6 +65,9 @@ def dualproj(
         TorchJD's ``QuadprogProjector(norm_eps, reg_eps)``).
       max_iters: bound on the active-set iterations of the QP solver (None: 4 T + 8).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
       optional precomputed ``gramian=`` extra arg and ignores the others (e.g. ``task_losses``).

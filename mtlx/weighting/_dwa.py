@@ -63,6 +63,9 @@ def dwa(
       temperature: :math:`\tau > 0`; larger gives more uniform weights. The paper uses 2.
       steps_per_epoch: updates per epoch (a positive int).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``,
+    ``steps_per_epoch``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to :math:`\sum_t w_t \nabla L_t`; it needs
       ``task_losses=`` (shape ``(T,)``) at every update. Task-specific leaves are weighted too, as

@@ -16,6 +16,9 @@ def ew() -> WeightingTransformation:
     Weighting", TMLR 2022). With the engine's Jacobian it costs one backward pass. TorchJD's
     ``Sum`` aggregator; LibMTL's ``EW``.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from a per-task Jacobian (each leaf ``(T, *shape)``, or the engine's
       Jacobian) to the summed gradient (each leaf ``shape``). ``task_losses`` is optional.

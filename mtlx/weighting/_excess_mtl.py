@@ -111,6 +111,9 @@ def excess_mtl(
         (the paper's Appendix C.1 suggests 3 epochs). 0 (default): the first update's excess risk
         is the baseline, as in TorchJD, LibMTL and the official code.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``,
+    ``n_warmup_steps``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update; ``task_losses`` is optional.
       Task-specific leaves get their own task's gradient and do not enter the excess risks.

@@ -80,6 +80,9 @@ def fairgrad(
       alpha: the fairness parameter ``alpha >= 0`` (1.0 as in the paper's code).
       max_iters: bound on the Newton iterations.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``max_iters``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
       optional precomputed ``gramian=`` extra arg and ignores the others (e.g. ``task_losses``).

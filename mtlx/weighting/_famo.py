@@ -114,6 +114,9 @@ def famo(
         ``lr``). The paper uses 0.025.
       epsilon: added to ``L - b`` inside the logarithms and divisions.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=``
       (shape ``(T,)``) at every update. Task-specific leaves are weighted too.

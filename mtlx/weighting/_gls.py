@@ -46,6 +46,9 @@ def gls() -> WeightingTransformation:
     ``scalarization.GeometricMean`` minimise the same function (``prod(L)^(1/T)`` and
     ``exp(mean(log L))``), so they give the same gradient; mtlx computes it in log space as TorchJD.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the gradient above; it needs ``task_losses=``
       (positive, shape ``(T,)``). Task-specific leaves are weighted too.

@@ -69,6 +69,9 @@ def graddrop(
       leak: ``(T,)`` leak values in [0, 1]; ``None`` for no leak.
       f: monotonically increasing map applied to ``P`` (a JAX function); ``None`` for identity.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update (each leaf ``shape``).
       ``task_losses`` is optional; other extra args (``gramian=``) are ignored.

@@ -92,6 +92,9 @@ def gradnorm(
         mean loss over them. LibMTL warms up for its first epoch. With 0 (the paper), :math:`L(0)`
         is the loss of the first update.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``,
+    ``warmup_steps``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to :math:`\sum_t w_t g_t`; it needs
       ``task_losses=`` and accepts a precomputed ``gramian=``. Task-specific leaves get their own

@@ -118,6 +118,9 @@ def gradvac(
         layer). A layer is the parent of its leaves (a leaf at the root is a layer by itself),
         as in :mod:`mtlx.analysis`; ``init`` then needs the params, to count the layers.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. Accepts ``gramian=`` (whole-model
       granularity); ``task_losses`` is optional.

@@ -58,6 +58,9 @@ def imtl(
       optimizer: optax optimizer factory for the scales, called with ``learning_rate``
         (``optax.adam`` by default).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
+    every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=`` and
       accepts a precomputed ``gramian=`` (of the unscaled rows).

@@ -60,6 +60,9 @@ def imtl_g() -> WeightingTransformation:
     gradient's norm. Closed form on the T x T Gramian; matches TorchJD's ``IMTLG`` (the
     generalisation to linearly dependent rows of the paper's ``(D U^T)^{-1}`` formula).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from task-stacked updates (each leaf ``(T, *shape)``) to one update. Takes an
       optional precomputed ``gramian=`` extra arg and ignores the others (e.g. ``task_losses``).

@@ -71,6 +71,9 @@ def imtl_l(
       optimizer: optax optimizer factory for the scales, called with ``learning_rate``
         (``optax.adam`` by default; ``optax.sgd`` mirrors a PyTorch SGD), as :func:`mtlx.uw`.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
+    every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to :math:`\sum_t e^{s_t} \nabla L_t`; it needs
       ``task_losses=`` (shape ``(T,)``). Task-specific leaves are weighted too.

@@ -73,6 +73,9 @@ def krum(n_byzantine: int, n_selected: int = 1) -> WeightingTransformation:
       n_byzantine: number of rows that may come from an adversarial source (static).
       n_selected: number of rows averaged (static); 1 gives Krum, more gives Multi-Krum.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``n_byzantine``,
+    ``n_selected``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the mean of the selected rows. Accepts a
       precomputed ``gramian=``; ``task_losses`` is optional.

@@ -15,6 +15,9 @@ def mean() -> WeightingTransformation:
     The gradient of the mean loss; TorchJD's ``Mean`` aggregator. One backward pass with the
     engine's Jacobian.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Properties: permutation-invariant, linear.
     """
 

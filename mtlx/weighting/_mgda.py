@@ -75,6 +75,9 @@ def mgda(
       max_iters: bound on the Frank-Wolfe iterations.
       normalization: ``"none"`` (default, as TorchJD and LibMTL), ``"l2"``, ``"loss"``, ``"loss+"``.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``max_iters``; every other
+    numeric argument may be injected.
+
     Properties: non-conflicting (``<update, g_t> >= ||update||^2 >= 0``), permutation-invariant,
     positively homogeneous; the update vanishes at a Pareto-stationary point.
 

@@ -101,6 +101,9 @@ def moco(
       normalize: rescale each task gradient to norm :math:`L_t` before tracking it (default, as
         LibMTL; needs ``task_losses``); ``False`` tracks the raw gradients.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. Needs ``task_losses`` when
       ``normalize``. Task-specific leaves get their own task's gradient; only the shared leaves are

@@ -80,6 +80,9 @@ def modo(
         TorchJD's ``gamma``; TorchJD's default 0.1, LibMTL's 0.001).
       rho: :math:`\rho \ge 0`, the :math:`\ell_2` regularisation of :math:`\lambda`.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update; accepts ``gramian=`` (any T x T
       matrix, not necessarily symmetric); ``task_losses`` is optional.

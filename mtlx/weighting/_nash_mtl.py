@@ -84,6 +84,9 @@ def nash_mtl(
         raised to 16 times the dtype's machine epsilon where it is smaller (float32: 1.9e-6;
         ``1 + 1e-8`` rounds to 1 there, and opposite rows would give NaN).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``,
+    ``update_weights_every``, ``max_iters``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. Accepts ``gramian=``;
       ``task_losses`` is optional.

@@ -62,6 +62,9 @@ def pbi(
       theta: :math:`\theta \ge 0`; 0 reduces PBI to the projection on :math:`u` (the paper: 5).
       reference: the ideal point :math:`z^*`, a lower bound on the losses; ``None`` for 0.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update; it needs ``task_losses=``.
       Task-specific leaves are weighted too.

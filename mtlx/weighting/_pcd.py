@@ -115,6 +115,9 @@ def pcd(
       eps: non-negative constant added to the moving average before its inverse square root.
       max_iters: bound on the active-set iterations of the QP solver (static).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. Accepts ``gramian=``;
       ``task_losses`` is optional.

@@ -59,6 +59,9 @@ def pcgrad(
       seed: int seed or PRNG key for the task orders (kept in the state).
       reduction: ``"sum"`` (default) or ``"mean"`` of the projected gradients.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Properties: permutation-invariant in law, positively homogeneous, equal to the plain sum when no
     pair conflicts, non-conflicting for T = 2.
 

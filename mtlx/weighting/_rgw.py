@@ -37,6 +37,9 @@ def rgw(
       concentration: the Dirichlet concentration (scalar or ``(T,)``), for ``"dirichlet"``.
       num_tasks: optional T, checked against the Jacobian's task axis.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update. ``task_losses`` is optional.
 

@@ -21,6 +21,9 @@ def scalarization(weights: jax.typing.ArrayLike) -> WeightingTransformation:
     Args:
       weights: ``(T,)`` task weights.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Raises:
       ValueError: if ``weights`` is not a vector, or its length differs from the Jacobian's T.
     """

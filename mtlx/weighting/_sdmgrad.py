@@ -113,6 +113,9 @@ def sdmgrad(
       lambda_: non-negative pull toward the preference direction (0.3, the authors' setting).
       pref_vector: :math:`\tilde w` (T,); ``None`` for :math:`1/T`.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``max_iters``;
+    every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to one update; accepts ``gramian=`` (any T x T
       matrix, not necessarily symmetric); ``task_losses`` is optional.

@@ -90,6 +90,9 @@ def stch(
       num_tasks: T; needed only with a warm-up (the state holds a ``(T,)`` loss sum) when
         ``pref_vector`` is not given.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``,
+    ``warmup_steps``; every other numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=``.
       Task-specific leaves are weighted too.

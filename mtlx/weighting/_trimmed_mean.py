@@ -48,6 +48,9 @@ def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
     Args:
       trim_number: values removed at each end of every coordinate (static); 0 gives the mean.
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``trim_number``; every other
+    numeric argument may be injected.
+
     Returns:
       A transformation from a per-task Jacobian to the trimmed mean (each leaf ``shape``).
       ``task_losses`` is optional; other extra args (``gramian=``) are ignored.

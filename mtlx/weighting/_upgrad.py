@@ -53,6 +53,9 @@ def upgrad(
       reg_eps: added to the normalized Gramian's diagonal to make it positive definite.
       max_iters: bound on the active-set iterations of the QP solver (None: 4 T + 8).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Properties: non-conflicting, permutation-invariant (with the default preference), positively
     homogeneous, equal to ``p``-weighted sum when no pair conflicts.
     """

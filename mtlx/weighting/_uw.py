@@ -71,6 +71,9 @@ def uw(
       optimizer: optax optimizer factory for the :math:`s_t`, called with ``learning_rate``
         (``optax.adam`` by default; e.g. ``optax.sgd`` or ``functools.partial(optax.adam, b1=0.)``).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
+    every other numeric argument may be injected.
+
     Returns:
       A transformation whose state is :class:`UWState`; ``task_losses`` (``(T,)``) is required.
 

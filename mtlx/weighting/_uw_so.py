@@ -78,6 +78,9 @@ def uw_so(
         code's default).
       eps: added to the losses before inverting them (``1e-8`` as in the authors' code).
 
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
+
     Returns:
       A stateless transformation; ``task_losses`` (``(T,)``) is required.
 
@@ -112,6 +115,9 @@ def uw_o(eps: jax.typing.ArrayLike = REFERENCE_EPS) -> WeightingTransformation:
 
     Args:
       eps: added to the losses before inverting them (``1e-8`` as in the authors' code).
+
+    Static under ``optax.inject_hyperparams`` (``static_args``): none; every numeric argument
+    may be injected.
 
     Returns:
       A stateless transformation; ``task_losses`` (``(T,)``) is required.

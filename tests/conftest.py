@@ -24,3 +24,13 @@ hypothesis.settings.register_profile("dev", deadline=None, max_examples=25)
 # running an example, is what a property test costs.
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=15, derandomize=True)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The experiment and config smoke tests (tests/experiments/: whole scripts, each compiling
+    its own models) are ``slow``: ``pytest -m "not slow"`` is the quick subset."""
+    import pytest
+
+    for item in items:
+        if item.nodeid.startswith("tests/experiments/"):
+            item.add_marker(pytest.mark.slow)

@@ -245,6 +245,15 @@ def grid_label(label: str, learning_rate: float) -> str:
     return f"{label}@lr={learning_rate:g}"
 
 
+def _save_record(path: str | None, record: RunRecord) -> None:
+    """Writes ``record`` to ``path`` (``None``: nothing), the file a resumed study reads back."""
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record.to_json(), f, indent=1)
+
+
 def _record_path(out_dir: str, label: str, seed: int) -> str:
     return os.path.join(out_dir, "runs", label.replace("/", "__"), f"seed{seed}.json")
 
@@ -334,10 +343,7 @@ def run_study(
         )
         tasks = tuple(result.tasks)
         record = RunRecord(label, seed, result.results, time.perf_counter() - start)
-        if path is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(record.to_json(), f, indent=1)
+        _save_record(path, record)
         if log is not None:
             log(f"{label} seed {seed}: {record.seconds:.1f} s")
         return record
@@ -361,10 +367,7 @@ def run_study(
         records = []
         for g, path, results in zip(grid, paths, sweep.results):
             record = RunRecord(g, seed, results, sweep.seconds / len(grid))
-            if path is not None:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "w", encoding="utf-8") as f:
-                    json.dump(record.to_json(), f, indent=1)
+            _save_record(path, record)
             records.append(record)
         if log is not None:
             log(f"{label} seed {seed}: {sweep.seconds:.1f} s for {len(grid)} learning rates")
@@ -422,10 +425,7 @@ def _single_task_records(first, task_names, seed, out, run_one, sweep_fn, log) -
     records = []
     for label, path, results in zip(labels, paths, sweep.results):
         record = RunRecord(label, seed, results, seconds)
-        if path is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(record.to_json(), f, indent=1)
+        _save_record(path, record)
         records.append(record)
     if log is not None:
         log(f"single-task runs, seed {seed}: {sweep.seconds:.1f} s for {num_tasks} models at once")

@@ -71,6 +71,25 @@ class TaskHeads(nnx.Module):
 
         self.head = create(rngs.split(self.num_tasks))
 
+    @classmethod
+    def sized(
+        cls,
+        make_head: Callable[[int, nnx.Rngs], nnx.Module],
+        output_size: int | Sequence[int],
+        num_tasks: int,
+        *,
+        rngs: nnx.Rngs,
+    ) -> TaskHeads:
+        """T stacked heads from ``make_head(size, rngs)`` and one output size for all tasks or
+        one per task (built as wide as the largest, each task reading its own columns)."""
+        sizes = _per_task_sizes(output_size, num_tasks)
+        return cls(
+            lambda r: make_head(max(sizes), r),
+            num_tasks,
+            rngs=rngs,
+            output_sizes=None if len(set(sizes)) == 1 else sizes,
+        )
+
     def stacked(self, features: Any) -> Any:
         """Every head on the same features: outputs with a leading task axis ``(T, ...)``."""
 

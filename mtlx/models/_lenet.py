@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
+from mtlx.models._hps import MultiTaskModel, TaskHeads
 
 
 class LeNetEncoder(nnx.Module):
@@ -108,11 +108,7 @@ def lenet_hps(
     """
     encoder = LeNetEncoder(in_channels, rngs=rngs)
     width = encoder.out_features
-    sizes = _per_task_sizes(num_classes, num_tasks)
-    heads = TaskHeads(
-        lambda r: LeNetHead(width, max(sizes), rngs=r),
-        num_tasks,
-        rngs=rngs,
-        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    heads = TaskHeads.sized(
+        lambda size, r: LeNetHead(width, size, rngs=r), num_classes, num_tasks, rngs=rngs
     )
     return MultiTaskModel(encoder, heads)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
+from mtlx.models._hps import MultiTaskModel, TaskHeads
 
 
 class MLP(nnx.Module):
@@ -69,11 +69,7 @@ def mlp_hps(
     """
     encoder = MLP(in_features, hidden, rngs=rngs)
     width = encoder.out_features
-    sizes = _per_task_sizes(out_features, num_tasks)
-    heads = TaskHeads(
-        lambda r: nnx.Linear(width, max(sizes), rngs=r),
-        num_tasks,
-        rngs=rngs,
-        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    heads = TaskHeads.sized(
+        lambda size, r: nnx.Linear(width, size, rngs=r), out_features, num_tasks, rngs=rngs
     )
     return MultiTaskModel(encoder, heads)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mtlx.models._hps import MultiTaskModel, TaskHeads, _per_task_sizes
+from mtlx.models._hps import MultiTaskModel, TaskHeads
 
 
 def _norm(features: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -157,11 +157,7 @@ def narrow_resnet_hps(
         in_channels, widths=widths, blocks=blocks, features=features, groups=groups, rngs=rngs
     )
     width = encoder.out_features
-    sizes = _per_task_sizes(num_classes, num_tasks)
-    heads = TaskHeads(
-        lambda r: nnx.Linear(width, max(sizes), rngs=r),
-        num_tasks,
-        rngs=rngs,
-        output_sizes=None if len(set(sizes)) == 1 else sizes,
+    heads = TaskHeads.sized(
+        lambda size, r: nnx.Linear(width, size, rngs=r), num_classes, num_tasks, rngs=rngs
     )
     return MultiTaskModel(encoder, heads)

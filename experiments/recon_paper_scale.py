@@ -113,8 +113,8 @@ def control_model(control, seed, num_tasks, widths, layers=(), mask=None):
     """``(FunctionalModel, shared predicate)`` of one control."""
     apply, params = build_model(seed, num_tasks, widths)
     if control == "rsp":
-        split, fn = analysis.split_entries(apply, params, mask, num_tasks)
-        model = FunctionalModel(fn, split)
+        split, fn, task_fn = analysis.split_entries(apply, params, mask, num_tasks)
+        model = FunctionalModel(fn, split, task_apply=task_fn)
 
         def shared(path, leaf):
             layer = analysis.layer_of_path(path)
@@ -123,7 +123,13 @@ def control_model(control, seed, num_tasks, widths, layers=(), mask=None):
         return model, shared
     split, axes = analysis.split_params(params, layers, num_tasks)
     chosen = set(layers)
-    model = FunctionalModel(analysis.split_apply(apply, axes, num_tasks), split)
+    # One pass per task for training (mtlx.value_and_jacobian_per_task): T passes forward and
+    # backward, not the batched engine's T backward passes through all T copies.
+    model = FunctionalModel(
+        analysis.split_apply(apply, axes, num_tasks),
+        split,
+        task_apply=analysis.split_task_apply(apply, axes, num_tasks),
+    )
 
     def shared(path, leaf):
         return mtlx.models.is_shared(path) and analysis.layer_of_path(path) not in chosen

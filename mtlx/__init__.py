@@ -19,6 +19,7 @@ from mtlx.jacobian import (
     jacobian_rows,
     shared_mask,
     value_and_jacobian,
+    value_and_jacobian_per_task,
     value_and_jacobian_through_features,
 )
 from mtlx.weighting import *  # noqa: F403
@@ -38,6 +39,7 @@ __all__ = [
     "jacobian_rows",
     "shared_mask",
     "value_and_jacobian",
+    "value_and_jacobian_per_task",
     "value_and_jacobian_through_features",
     *_weighting_all,
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "jacobian_rows",
     "shared_mask",
     "value_and_jacobian",
+    "value_and_jacobian_per_task",
     "value_and_jacobian_through_features",
 ]
 
@@ -126,6 +127,78 @@ def value_and_jacobian(
         losses = _check_losses(losses)
         jac = LinearizedJacobian(vjp_fn, losses, jax.tree.structure(params), mask, chunk_size)
         return ((losses, aux) if has_aux else losses), jac
+
+    return value_and_jacobian_fn
+
+
+def value_and_jacobian_per_task(
+    task_loss_fn: Callable[..., Any],
+    num_tasks: int,
+    *,
+    shared: SharedSpec = None,
+    has_aux: bool = False,
+) -> Callable[..., tuple[Any, Jacobian]]:
+    r"""The Jacobian of a model that runs one forward pass per task, from ONE backward pass.
+
+    For models where task t's loss comes from a pass of its own: Recon's split models (task t
+    reads copy t of every split layer, :func:`mtlx.analysis.split_task_apply`), or tasks with their
+    own inputs. Each pass gets its own copy :math:`\theta^{(t)}` of the parameters, and
+
+    .. math:: J_t = \nabla_{\theta^{(t)}} \sum_s L_s(\theta^{(s)}) = \nabla L_t(\theta)
+
+    so one backward pass through the T passes gives every row: T forward and T backward passes in
+    all, where :func:`value_and_jacobian` on a function that runs the T passes itself would pull
+    each of T cotangents back through all T passes (T² backward passes).
+
+    Args:
+      task_loss_fn: ``task_loss_fn(params, t, *args) -> scalar`` loss of task ``t`` (a Python
+        int, so each task may run a different computation); ``(loss, aux)`` with ``has_aux``.
+      num_tasks: T.
+      shared: which parameter leaves are shared; see :func:`shared_mask`. Task-specific leaves
+        get each task's own gradient, as in :func:`value_and_jacobian`.
+      has_aux: the result is ``((losses, auxes), jacobian)`` with ``auxes`` the T passes' aux, a
+        tuple in task order.
+
+    Returns:
+      A function ``(params, *args) -> (losses, jacobian)``; the Jacobian holds its rows (a
+      :class:`StackedJacobian`: every method asks it for rows, Gramian or sums at no extra pass).
+
+    Example::
+
+      def task_loss(params, t, batches):   # task t has its own batch
+          return loss(apply(params, batches[t]), t)
+
+      losses, jac = mtlx.value_and_jacobian_per_task(task_loss, 3)(params, batches)
+    """
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+
+    def value_and_jacobian_fn(params: PyTree, *args: Any, **kwargs: Any):
+        mask = shared_mask(params, shared)
+
+        def total(copies: tuple[PyTree, ...]):
+            results = [task_loss_fn(copy, t, *args, **kwargs) for t, copy in enumerate(copies)]
+            if has_aux:
+                if not all(isinstance(r, tuple) and len(r) == 2 for r in results):
+                    raise ValueError(
+                        "with has_aux=True, task_loss_fn must return (loss, aux) for every task."
+                    )
+                results, auxes = [r[0] for r in results], tuple(r[1] for r in results)
+            else:
+                auxes = None
+            for t, loss in enumerate(results):
+                if jnp.ndim(loss) != 0:
+                    raise ValueError(
+                        f"task_loss_fn must return task {t}'s loss as a scalar; got shape "
+                        f"{jnp.shape(loss)}. Reduce over the batch inside task_loss_fn."
+                    )
+            losses = _check_losses(jnp.stack(results))
+            return jnp.sum(losses), (losses, auxes)
+
+        grads, (losses, auxes) = jax.grad(total, has_aux=True)((params,) * num_tasks)
+        rows = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+        jac = StackedJacobian(rows, mask)
+        return ((losses, auxes) if has_aux else losses), jac
 
     return value_and_jacobian_fn
 

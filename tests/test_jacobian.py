@@ -204,3 +204,41 @@ def test_bfloat16_gramian_accumulates_in_float32():
     j = jnp.ones((2, 4096), jnp.bfloat16) * jnp.asarray(1.001, jnp.bfloat16)
     gramian = mtlx.as_jacobian(j).gramian()
     assert gramian.dtype == jnp.float32
+
+
+def test_per_task_engine_equals_the_batched_engine_and_each_task_may_have_its_own_input():
+    params, x, y = _model()
+
+    def task_loss(p, t, x, y):
+        return _loss_fn(p, x, y)[t], t  # aux: which pass
+
+    (losses, auxes), jac = jax.jit(
+        mtlx.value_and_jacobian_per_task(task_loss, T, shared=_is_shared, has_aux=True)
+    )(params, x, y)
+    ref_losses, ref = mtlx.value_and_jacobian(_loss_fn, shared=_is_shared)(params, x, y)
+    assert isinstance(jac, mtlx.StackedJacobian) and tuple(map(int, auxes)) == (0, 1, 2)
+    chex.assert_trees_all_close(losses, ref_losses, rtol=1e-12)
+    chex.assert_trees_all_close(jac.gramian(), ref.gramian(), rtol=1e-10)
+    w = jnp.asarray([0.5, -1.0, 2.0])
+    chex.assert_trees_all_close(jac.combine(w), ref.combine(w), rtol=1e-10, atol=1e-14)
+    # Multi-input: task t reads its own batch; row t is grad L_t on batch t.
+    batches = [x[: 3 + t] for t in range(T)]
+    targets = [y[: 3 + t] for t in range(T)]
+    per_input = lambda p, t: _loss_fn(p, batches[t], targets[t])[t]  # noqa: E731
+    _, jac = mtlx.value_and_jacobian_per_task(per_input, T)(params)
+    for t in range(T):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda r, t=t: r[t], jac.rows()),
+            jax.grad(per_input)(params, t),
+            rtol=1e-12,
+        )
+
+
+def test_per_task_engine_errors():
+    params, x, y = _model()
+    with pytest.raises(ValueError, match="num_tasks"):
+        mtlx.value_and_jacobian_per_task(lambda p, t: 0.0, 0)
+    with pytest.raises(ValueError, match="scalar"):
+        mtlx.value_and_jacobian_per_task(lambda p, t: _loss_fn(p, x, y), T)(params)
+    with pytest.raises(ValueError, match=r"\(loss, aux\)"):
+        mtlx.value_and_jacobian_per_task(lambda p, t: _loss_fn(p, x, y)[t], T, has_aux=True)(params)

@@ -148,7 +148,7 @@ def test_split_entries_copies_start_equal_and_task_t_reads_copy_t():
     params = _params()
     x = jnp.asarray(np.random.default_rng(1).standard_normal((6, 4)), jnp.float32)
     mask = analysis.random_parameter_mask(params, 12, key=2)
-    split, fn = analysis.split_entries(apply, params, mask, T)
+    split, fn, task_fn = analysis.split_entries(apply, params, mask, T)
     # Initialised from the shared values: the split model computes the original outputs.
     for a, b in zip(fn(split, x), apply(params, x)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -170,6 +170,22 @@ def test_split_entries_copies_start_equal_and_task_t_reads_copy_t():
     assert not np.allclose(out[0], base[0])
     np.testing.assert_allclose(out[1], base[1])
     np.testing.assert_allclose(out[2], base[2])
+
+
+def test_split_entries_task_fn_is_each_output_alone():
+    params = _params()
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((6, 4)), jnp.float32)
+    split, fn, task_fn = analysis.split_entries(
+        apply, params, analysis.random_parameter_mask(params, 9, key=4), T
+    )
+    split = {
+        **split,
+        analysis.ENTRIES_KEY: jax.tree.map(
+            lambda v: v + jnp.arange(T, dtype=v.dtype)[:, None], split[analysis.ENTRIES_KEY]
+        ),
+    }  # copies differ, so reading the wrong one shows
+    for t, out in enumerate(fn(split, x)):
+        np.testing.assert_allclose(task_fn(split, t, x), out, rtol=1e-6, atol=1e-6)
 
 
 def test_split_entries_errors():

@@ -52,6 +52,7 @@ from mtlx.analysis.recon import (
     split_axes,
     split_entries,
     split_params,
+    split_task_apply,
 )
 from mtlx.analysis.single_task import (
     SampleConflicts,

@@ -19,6 +19,11 @@ The recipe of the paper and its reference code (moukamisama/Recon):
 
 The split leaves are task-specific in :func:`mtlx.value_and_jacobian`'s sense (leading T axis, task
 t's gradient on copy t): pass ``shared=`` :func:`shared_mask` ``(axes)``.
+
+For training, :func:`split_task_apply` runs task t's pass alone (copy t of the split leaves) for
+:func:`mtlx.value_and_jacobian_per_task`: one backward pass through the T passes gives all T rows,
+where the engine's batched VJP through :func:`split_apply` pulls each task's cotangent back through
+every copy (T² passes after the first split layer; 2-4x slower on a CPU ResNet at T = 4).
 """
 
 from __future__ import annotations
@@ -226,6 +231,45 @@ def split_apply(apply_fn: Callable[..., Any], axes: PyTree, num_tasks: int) -> C
     return split_fn
 
 
+def split_task_apply(
+    apply_fn: Callable[..., Any], axes: PyTree, num_tasks: int
+) -> Callable[..., Any]:
+    """Task t's output of the split model, from one pass of the original model with copy t.
+
+    ``split_task_apply(apply_fn, axes, T)(params, t, *inputs)`` equals
+    ``split_apply(apply_fn, axes, T)(params, *inputs)[t]``: the split leaves (axis 0 in ``axes``)
+    are replaced by their copy ``t``, the others are used as they are, and output ``t`` of
+    ``apply_fn`` is returned. With :func:`mtlx.value_and_jacobian_per_task` (or
+    :class:`mtlx.training.FunctionalModel`'s ``task_apply``) the Jacobian costs T passes forward
+    and backward instead of the T² backward passes of the batched engine through
+    :func:`split_apply`; the prefix before the first split layer runs once per task, though.
+
+    Args:
+      apply_fn: ``apply_fn(params, *inputs)`` of the original model, returning a tuple (or list)
+        of T per-task outputs, or a pytree whose leaves have a leading T axis.
+      axes: from :func:`split_params` (all None: exactly the original model).
+      num_tasks: T.
+
+    Returns:
+      ``(split_params, t, *inputs) -> output of task t`` (``t`` a Python int in ``[0, T)``).
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1; got {num_tasks}.")
+
+    def task_fn(params: PyTree, t: int, *inputs: Any) -> Any:
+        if not 0 <= t < num_tasks:
+            raise ValueError(f"task index {t} is out of range for {num_tasks} tasks.")
+        copy = jax.tree.map(
+            lambda a, x: x if a is None else x[t], axes, params, is_leaf=lambda a: a is None
+        )
+        out = apply_fn(copy, *inputs)
+        if isinstance(out, (tuple, list)) and len(out) == num_tasks:
+            return out[t]
+        return jax.tree.map(lambda x: x[t], out)
+
+    return task_fn
+
+
 class ParameterIncrease(NamedTuple):
     """Parameter count of a split model against the original."""
 
@@ -396,7 +440,7 @@ def split_entries(
     params: Mapping[str, Any],
     mask: PyTree,
     num_tasks: int,
-) -> tuple[dict[str, Any], Callable[..., Any]]:
+) -> tuple[dict[str, Any], Callable[..., Any], Callable[..., Any]]:
     """Makes single parameter entries task-specific (RSP's split; Recon splits whole layers).
 
     Each masked entry gets T copies (initialised from its shared value) under
@@ -413,8 +457,10 @@ def split_entries(
       num_tasks: T.
 
     Returns:
-      ``(split_params, split_fn)``: train ``split_fn(split_params, *inputs)``; the leaves under
-      ``ENTRIES_KEY`` are task-specific (leading T axis), the others keep their paths.
+      ``(split_params, split_fn, task_fn)``: ``split_fn(split_params, *inputs)`` gives the T
+      outputs (:func:`split_apply`), ``task_fn(split_params, t, *inputs)`` task t's alone
+      (:func:`split_task_apply`, for training); the leaves under ``ENTRIES_KEY`` are
+      task-specific (leading T axis), the others keep their paths.
     """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1; got {num_tasks}.")
@@ -445,7 +491,11 @@ def split_entries(
 
     axes = jax.tree.map(lambda _: None, dict(params))
     axes[ENTRIES_KEY] = {name: 0 for name in entries}
-    return split, split_apply(with_entries, axes, num_tasks)
+    return (
+        split,
+        split_apply(with_entries, axes, num_tasks),
+        split_task_apply(with_entries, axes, num_tasks),
+    )
 
 
 def layer_scores_from_gramians(

@@ -141,6 +141,38 @@ def multitask_jacobian(
     )
 
 
+def _per_task_engine(
+    graphdef: Any, tasks: Sequence[Task], input_key: str, chunk_size: int | None, shared: Any
+) -> Callable[..., tuple[Any, Any]]:
+    """The engine of a model that runs each task alone (``model.task_output(t, x)``): one pass
+    per task, all T rows from one backward pass (:func:`mtlx.value_and_jacobian_per_task`)."""
+    if chunk_size is not None:
+        raise ValueError(
+            "chunk_size does not apply to a model trained one pass per task (has_task_outputs): "
+            "its T rows come from one backward pass through the T passes. Leave chunk_size=None."
+        )
+
+    def task_loss(params, t, model_state, batch):
+        module = nnx.merge(graphdef, params, model_state)
+        loss = tasks[t].loss(module.task_output(t, batch[input_key]), batch, t, None)
+        return loss, nnx.as_pure(nnx.state(module, nnx.Not(nnx.Param)))
+
+    per_task = mtlx.value_and_jacobian_per_task(
+        task_loss,
+        len(tasks),
+        shared=models.is_shared if shared is None else shared,
+        has_aux=True,
+    )
+
+    def engine(params, model_state, batch):
+        # Each pass starts from the same model state; the last task's pass gives the new one
+        # (running statistics of a BatchNorm see every task's pass only in a per-task model).
+        (losses, states), jac = per_task(params, model_state, batch)
+        return (losses, states[-1]), jac
+
+    return engine
+
+
 def _check_has_params(params: PyTree) -> None:
     if not jax.tree.leaves(params):
         raise ValueError("the model has no nnx.Param to train.")
@@ -186,6 +218,9 @@ def make_train_step(
         model's parameter state or a bool pytree of its structure (see
         :func:`mtlx.value_and_jacobian`); default :func:`mtlx.models.is_shared` (all but
         ``heads``).
+        A model with ``has_task_outputs = True`` and a ``task_output(t, x)`` method (e.g.
+        :class:`~mtlx.training.FunctionalModel` with ``task_apply``: Recon's split models) is
+        trained one pass per task (:func:`mtlx.value_and_jacobian_per_task`).
       observe: ``observe(ctx: StepContext) -> pytree``, called inside the jitted, scanned step;
         its outputs come back stacked over the ``steps_per_call`` steps as a third result of
         ``step``. It must not change the training: it reads, it does not write.
@@ -222,7 +257,10 @@ def make_train_step(
         task_losses = losses_lib.task_losses(tasks, outputs, batch)
         return task_losses, nnx.as_pure(nnx.state(module, nnx.Not(nnx.Param)))
 
-    engine = multitask_jacobian(loss_fn, chunk_size=chunk_size, shared=shared)
+    if getattr(model, "has_task_outputs", False):
+        engine = _per_task_engine(graphdef, tasks, input_key, chunk_size, shared)
+    else:
+        engine = multitask_jacobian(loss_fn, chunk_size=chunk_size, shared=shared)
     if observe is not None and not callable(observe):
         raise ValueError(f"observe must be a function ctx -> pytree; got {observe!r}.")
 

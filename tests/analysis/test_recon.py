@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mtlx
 from mtlx import analysis
 
 T = 3
@@ -60,6 +61,56 @@ def test_copies_reproduce_the_original_and_task_t_uses_only_copy_t(layers):
             norms = np.concatenate(g, 1).sum(1)
             assert norms[t] > 0
             np.testing.assert_array_equal(np.delete(norms, t), 0.0)
+
+
+@pytest.mark.parametrize("layers", [(), ("l2",), ("l1", "l3")])
+def test_split_task_apply_is_output_t_of_split_apply(layers):
+    params = _params()
+    split, axes = analysis.split_params(params, layers, T)
+    split = jax.tree.map(  # copies that differ, so that reading the wrong one shows
+        lambda x, a: (
+            x if a is None else x * (1.0 + jnp.arange(T).reshape((T,) + (1,) * (x.ndim - 1)))
+        ),
+        split,
+        axes,
+        is_leaf=lambda a: a is None,
+    )
+    out = analysis.split_apply(apply, axes, T)(split, X)
+    task_fn = analysis.split_task_apply(apply, axes, T)
+    for t in range(T):
+        np.testing.assert_allclose(task_fn(split, t, X), out[t], rtol=1e-12)
+    with pytest.raises(ValueError, match="out of range"):
+        task_fn(split, T, X)
+
+
+def test_per_task_engine_on_a_split_model_equals_the_batched_engine():
+    params = _params()
+    split, axes = analysis.split_params(params, ["l2"], T)
+    split = jax.tree.map(
+        lambda x, a: (
+            x if a is None else x + 0.1 * jnp.arange(T).reshape((T,) + (1,) * (x.ndim - 1))
+        ),
+        split,
+        axes,
+        is_leaf=lambda a: a is None,
+    )
+    y = jnp.asarray(np.random.default_rng(3).standard_normal((5, T)))
+    shared = analysis.shared_mask(axes)
+    fn = analysis.split_apply(apply, axes, T)
+    task_fn = analysis.split_task_apply(apply, axes, T)
+    batched = mtlx.value_and_jacobian(
+        lambda p: jnp.stack([jnp.mean((o - y[:, t]) ** 2) for t, o in enumerate(fn(p, X))]),
+        shared=shared,
+    )
+    per_task = mtlx.value_and_jacobian_per_task(
+        lambda p, t: jnp.mean((task_fn(p, t, X) - y[:, t]) ** 2), T, shared=shared
+    )
+    (l1, j1), (l2, j2) = jax.jit(batched)(split), jax.jit(per_task)(split)
+    np.testing.assert_allclose(l2, l1, rtol=1e-12)
+    np.testing.assert_allclose(j2.gramian(), j1.gramian(), rtol=1e-10)
+    w = jnp.asarray([0.3, 1.0, 2.0])
+    for a, b in zip(jax.tree.leaves(j2.combine(w)), jax.tree.leaves(j1.combine(w))):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
 
 
 def _dot_shapes(fn, *args):

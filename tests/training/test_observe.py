@@ -155,6 +155,24 @@ def test_a_functional_model_trains_like_the_module_it_came_from():
     assert kernel.shape[0] == 2 and not np.allclose(kernel[0], kernel[1])  # copies diverged
     with pytest.raises(ValueError, match="mapping with string keys"):
         FunctionalModel(apply, [1.0])
+    # One pass per task (task_apply): the same training as the batched engine, for a Gramian
+    # method too.
+    per_task = FunctionalModel(
+        analysis.split_apply(apply, axes, 2),
+        split,
+        task_apply=analysis.split_task_apply(apply, axes, 2),
+    )
+    assert per_task.has_task_outputs and not recon.has_task_outputs
+    for method in ("ew", "upgrad"):
+        cfg = config.replace(method=method)
+        batched = train(cfg, dataset=DATA, model=recon, shared=shared)
+        passes = train(cfg, dataset=DATA, model=per_task, shared=shared)
+        for x, y in zip(_leaves(batched.state), _leaves(passes.state), strict=True):
+            np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        train(config.replace(chunk_size=1), dataset=DATA, model=per_task, shared=shared)
+    with pytest.raises(ValueError, match="no task_apply"):
+        recon.task_output(0, DATA.train["image"][:2])
 
 
 def test_unscanned_calls_equal_the_scan():

@@ -20,6 +20,15 @@ Several learning rates (``--lr 1e-3 3e-3 1e-2``) train as one vmapped sweep per 
 or ``key=value`` pairs. With ``--workdir`` each method writes JSON-lines
 logs to ``<workdir>/<method>/log.jsonl``, and with ``--checkpoint-every`` orbax checkpoints that a
 rerun of the same command resumes from, bit-exactly.
+
+Several processes (one per host, or several on one machine) train one run when each gets the same
+command plus ``--coordinator HOST:PORT --num-processes N --process-id I`` (or the environment
+variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``): the mesh spans
+every process's devices, each process loads its rows of every batch, and process 0 alone prints
+and writes logs (see :mod:`mtlx.training.distributed` and the README)::
+
+  python -m mtlx.train --method upgrad --task-devices 4 --coordinator 10.0.0.1:1234 \\
+      --num-processes 2 --process-id 0      # on the first host; --process-id 1 on the second
 """
 
 from __future__ import annotations
@@ -190,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num-devices", type=int, default=None, help="data-parallel devices (mesh)")
     add("--task-devices", type=int, default=None, help="devices on the Jacobian's task axis")
     add("--chunk-size", type=int, default=None, help="Jacobian rows live at once")
+    add(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="multi-process run: process 0's address, the same on every process "
+        "(default: $JAX_COORDINATOR_ADDRESS; none: one process)",
+    )
+    add(
+        "--num-processes",
+        type=int,
+        default=None,
+        help="multi-process run: processes in all (default: $JAX_NUM_PROCESSES)",
+    )
+    add(
+        "--process-id",
+        type=int,
+        default=None,
+        help="multi-process run: this process's rank, 0 to N-1; 0 prints and writes the logs "
+        "(default: $JAX_PROCESS_ID)",
+    )
     add(
         "--skip-nonfinite",
         action="store_true",
@@ -392,7 +421,21 @@ def _conflicts(result: Any) -> dict[str, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mtlx.training import distributed
+
+    try:  # before anything computes with JAX
+        multi = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rates = learning_rates(args)
+    if rates is not None and multi:
+        print(
+            "error: a learning-rate grid trains as one vmapped sweep in one process: run it "
+            "without --coordinator/--num-processes, or pass one --lr.",
+            file=sys.stderr,
+        )
+        return 2
     if rates is not None and args.monitor_conflicts:
         print("error: a learning-rate grid runs without the conflict monitor.", file=sys.stderr)
         return 2
@@ -408,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Every process trains; process 0 alone prints and writes files.
+    quiet = multi and not distributed.is_writer()
+    if quiet:
+        args.save_baselines = None
 
     from mtlx.training import DELTA_M_CONVENTION, save_baselines, train
 
@@ -419,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [c.replace(baselines=baselines) for c in configs]
     if args.save_baselines and baselines:
         save_baselines(args.save_baselines, baselines, config=configs[0])
-    if args.json and baselines:
+    if args.json and baselines and not quiet:
         print(json.dumps({"baselines": baselines}), flush=True)
 
     results = []
@@ -431,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         results.extend(runs)
         conflicts = _conflicts(runs[0]) if config.conflict_monitor_every else None
-        for result in runs if args.json else ():
+        for result in runs if args.json and not quiet else ():
             record = {
                 "method": config.method,
                 "learning_rate": result.config.learning_rate,
@@ -442,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if conflicts is not None:
                 record["conflicts"] = conflicts
             print(json.dumps(record), flush=True)
-        if conflicts is not None and not args.json:
+        if conflicts is not None and not args.json and not quiet:
             whole = conflicts["<all shared>"]
             print(
                 f"{config.method}: gradient conflicts over all shared parameters, "
@@ -451,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{100 * whole['conflict_fraction'][0]:.1f} %",
                 flush=True,
             )
-    if not args.json:
+    if not args.json and not quiet:
         c = configs[0]
         lr = c.learning_rate if rates is None else "grid"
         print(

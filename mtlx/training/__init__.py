@@ -14,13 +14,14 @@
   scalarization grid, a temperature sweep, the T single-task runs); :func:`run_study` runs labelled
   configs over seeds and reports mean ± std and paired differences with confidence intervals;
   :class:`Checkpointer`: orbax checkpoints that resume bit-exactly; :mod:`~mtlx.training.sharding`:
-  data-parallel meshes and the Jacobian's task axis over devices.
+  data-parallel meshes and the Jacobian's task axis over devices; :mod:`~mtlx.training.distributed`:
+  one run over several processes or hosts (``jax.distributed``).
 
 This package needs the ``train`` extra (flax, orbax-checkpoint, tqdm).
 """
 
 from mtlx.data import Dataset, TaskSpec, register_dataset
-from mtlx.training import datasets
+from mtlx.training import datasets, distributed
 from mtlx.training.baselines import load_baselines, save_baselines, single_task_baselines
 from mtlx.training.checkpoint import Checkpointer
 from mtlx.training.config import TrainConfig, make_method, make_model, make_optimizer, make_tx
@@ -80,6 +81,7 @@ __all__ = [
     "classification_tasks",
     "datasets",
     "delta_m",
+    "distributed",
     "evaluate",
     "finalize",
     "get_kind",

@@ -5,6 +5,11 @@ dropout PRNG keys, the optax state with the mtlx method's PRNG key and statistic
 the data position (``mtlx.data.Batches.get_state()``, e.g. ``{"step": 1200}``) plus free-form JSON metadata (the run's configuration).
 Typed PRNG keys cannot be serialised: they are stored as their raw ``uint32`` key data and wrapped
 again on restore with the implementation of the corresponding key in the target state.
+
+In a multi-process run (:mod:`mtlx.training.distributed`) every process constructs the same
+:class:`Checkpointer` and calls each method at the same point: orbax writes a checkpoint from all
+processes together (each its own shards, process 0 the metadata and the commit) and every
+process restores the whole state onto the global mesh of ``like``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from mtlx.training import distributed
 
 PyTree = Any
 
@@ -120,6 +127,29 @@ class Checkpointer:
         state = _rewrap_keys(restored["state"], like)
         return state, dict(restored["position"]), dict(restored["metadata"] or {})
 
+    def restore_arrays(self, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
+        """The saved state of checkpoint ``step`` (default: the newest) as NumPy arrays, and its
+        data position, without a target state: to inspect or compare checkpoints on a machine
+        without the run's devices or mesh (PRNG keys come back as their raw ``uint32`` data).
+
+        Raises:
+          FileNotFoundError: no checkpoint in the directory.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+        path = os.path.join(self.directory, str(step), "state")
+        checkpointer = ocp.PyTreeCheckpointer()
+        metadata = checkpointer.metadata(path)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore(path, restore_args=as_numpy)
+        position = self._manager.restore(
+            step, args=ocp.args.Composite(position=ocp.args.JsonRestore())
+        )["position"]
+        return state, dict(position)
+
     def all_steps(self) -> list[int]:
         """The steps of every checkpoint in the directory, oldest first."""
         return sorted(self._manager.all_steps())
@@ -171,13 +201,15 @@ class Checkpointer:
         """Moves damaged checkpoint ``step`` to ``<directory>.damaged/<step>`` (kept for a look,
         out of the way of the run that saves that step again) and says so."""
         damaged = f"{self.directory}.damaged"
-        os.makedirs(damaged, exist_ok=True)
         target = os.path.join(damaged, str(step))
         n = 1
         while os.path.exists(target):
             target = os.path.join(damaged, f"{step}.{n}")
             n += 1
-        os.rename(os.path.join(self.directory, str(step)), target)
+        if jax.process_index() == 0:  # one process moves it; the others wait for the move
+            os.makedirs(damaged, exist_ok=True)
+            os.rename(os.path.join(self.directory, str(step)), target)
+        distributed.sync(f"mtlx.checkpoint.damaged.{step}")
         self._manager.reload()
         if log is not None:
             log(

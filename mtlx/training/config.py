@@ -58,8 +58,11 @@ class TrainConfig:
         refused). ``False`` starts over and moves earlier checkpoints to
         ``checkpoints.replaced-N`` (never deletes them).
       seed: seeds the model initialisation, the data order and the method's PRNG key.
-      num_devices: data-parallel devices (``None``: no mesh, the default device).
-      task_devices: devices along the mesh's task axis (Jacobian rows split over them).
+      num_devices: devices of the mesh (``None``: no mesh, the default device; in a
+        multi-process run, see :mod:`mtlx.training.distributed`, every process's devices).
+      task_devices: devices along the mesh's task axis (Jacobian rows split over them); the data
+        axis gets ``num_devices / task_devices``, which must divide ``batch_size``. When the task
+        axis is longer than a process's devices, it spans processes.
       chunk_size: Jacobian rows live at once (see :func:`mtlx.value_and_jacobian`).
       baselines: single-task results ``{task: {metric: value}}`` for Δm (``None``: no Δm;
         :func:`mtlx.training.single_task_baselines` trains them, and the CLI does so by default).
@@ -119,8 +122,9 @@ class TrainConfig:
 
         Raises:
           ValueError: a non-positive size or count, a negative interval, a learning rate that is
-            not a positive finite number, an unknown method or random-weight distribution, or
-            ``num_steps`` not a multiple of ``steps_per_call``.
+            not a positive finite number, an unknown method or random-weight distribution,
+            ``num_steps`` not a multiple of ``steps_per_call``, or a mesh whose task axis does
+            not divide ``num_devices`` or whose data axis does not divide ``batch_size``.
         """
         for name in (
             "batch_size",
@@ -148,6 +152,21 @@ class TrainConfig:
                 isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
             ):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+        if self.num_devices is not None:
+            if self.num_devices % self.task_devices:
+                raise ValueError(
+                    f"task_devices ({self.task_devices}) must divide num_devices "
+                    f"({self.num_devices}): the mesh is num_devices / task_devices data devices "
+                    "by task_devices task devices."
+                )
+            data_devices = self.num_devices // self.task_devices
+            if self.batch_size % data_devices:
+                raise ValueError(
+                    f"batch_size ({self.batch_size}) must be divisible by the data-parallel "
+                    f"devices, num_devices / task_devices = {data_devices}: use batch_size="
+                    f"{-(-self.batch_size // data_devices) * data_devices}, or another "
+                    "task_devices."
+                )
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
             raise ValueError(f"learning_rate must be a positive finite number; got {rate!r}.")

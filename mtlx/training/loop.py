@@ -12,6 +12,12 @@ averaged for the progress bar and written as JSON lines (``workdir/log.jsonl``).
 Resuming is bit-exact: a checkpoint holds the whole :class:`~mtlx.training.step.TrainState` and
 the data position (:func:`mtlx.data.batches` makes batch ``i`` a pure function of the seed and
 ``i``).
+
+Multi-process (after :func:`mtlx.training.distributed.initialize`): the mesh spans every process's
+devices; every process draws the same order of example indices and loads only its rows of each
+global batch, so the global batches are those of a single-process run. Evaluation batches are
+split the same way and their metric sums reduced over the mesh; process 0 alone writes the log,
+the curves and prints; all processes save and restore each checkpoint together (orbax).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from mtlx.training import checkpoint as checkpoint_lib
 from mtlx.training import config as config_lib
 from mtlx.training import curves as curves_lib
 from mtlx.training import datasets as datasets_lib
+from mtlx.training import distributed
 from mtlx.training import metrics as metrics_lib
 from mtlx.training import sharding as sharding_lib
 from mtlx.training import step as step_lib
@@ -179,6 +186,49 @@ def accumulate_evaluation(
     return jax.device_get(total), loss_sum / count
 
 
+def evaluate_across_processes(
+    eval_step: Callable[..., Any],
+    state: step_lib.TrainState,
+    source: Any,
+    tasks: Sequence[Task],
+    batch_size: int,
+    mesh: jax.sharding.Mesh,
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """:func:`evaluate` over ``source`` with each batch split over the mesh's data axis.
+
+    Every process loads only its rows of each (padded) batch of ``batch_size`` examples, a
+    multiple of the data devices; the metric statistics and losses are reduced over the whole
+    mesh, so every process gets the same results.
+    """
+    lo, hi = sharding_lib.process_batch_rows(mesh, batch_size)
+    index = data.batches(
+        {"index": np.arange(source_size(source))},
+        batch_size,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
+    )
+    total, loss_sum, count = None, None, 0
+    for ids in index:
+        ids = ids["index"]
+        n = len(ids)
+        mine = ids[lo : min(hi, n)]
+        local = distributed.gather(source, mine if len(mine) else ids[:1])
+        local = pad_batch({k: v[: len(mine)] for k, v in local.items()}, hi - lo)
+        local["_mask"] = (np.arange(batch_size) < n)[lo:hi]
+        batch = sharding_lib.shard_process_batch(local, mesh, batch_size)
+        mask = batch.pop("_mask")
+        stats, batch_losses = distributed.fetch(eval_step(state, batch, mask))
+        total = stats if total is None else jax.tree.map(lambda a, b: a + b, total, stats)
+        batch_losses = np.asarray(batch_losses) * n
+        loss_sum = batch_losses if loss_sum is None else loss_sum + batch_losses
+        count += n
+    if total is None:
+        raise ValueError("the evaluation set is empty.")
+    results = metrics_lib.finalize(tasks, total)
+    return results, {t.name: float(v) for t, v in zip(tasks, loss_sum / count)}
+
+
 def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
@@ -242,8 +292,11 @@ def train(
         tx = config_lib.make_tx(config, len(tasks))
     elif config.skip_nonfinite:
         tx = mtlx.skip_nonfinite(tx)  # a caller's chain gets the guard the config asks for
+    multi = distributed.is_multiprocess()
+    writer = distributed.is_writer()
+    fetch = distributed.fetch if multi else jax.device_get
     mesh = None
-    if config.num_devices is not None:
+    if config.num_devices is not None or multi:
         mesh = sharding_lib.make_mesh(config.num_devices, task=config.task_devices)
     train_step = step_lib.make_train_step(
         model,
@@ -259,8 +312,26 @@ def train(
         scan=config.scan,
     )
     eval_step = step_lib.make_eval_step(model, tasks, input_key=ds.input_key)
-    batcher = data.batches(ds.train, config.batch_size, seed=config.seed)
     eval_batch_size = min(config.eval_batch_size, source_size(ds.test))
+    if multi:
+        # The same index order on every process (a pure function of the seed); each process
+        # loads its own rows of each batch.
+        batcher = data.batches(
+            {"index": np.arange(source_size(ds.train))}, config.batch_size, seed=config.seed
+        )
+        rows = sharding_lib.process_batch_rows(mesh, config.batch_size, batch_axis=1)
+        data_devices = mesh.shape[sharding_lib.DATA_AXIS]
+        eval_batch_size = -(-eval_batch_size // data_devices) * data_devices
+
+        def run_eval():
+            return evaluate_across_processes(
+                eval_step, state, ds.test, tasks, eval_batch_size, mesh
+            )
+    else:
+        batcher = data.batches(ds.train, config.batch_size, seed=config.seed)
+
+        def run_eval():
+            return evaluate(eval_step, state, eval_batches(), tasks, eval_batch_size)
 
     def eval_batches():
         return data.batches(
@@ -271,33 +342,35 @@ def train(
     checkpointer = None
     if config.workdir is not None and config.checkpoint_every:
         directory = os.path.join(config.workdir, "checkpoints")
-        if not config.resume:
+        if not config.resume and writer:
             _set_aside(directory)
+        distributed.sync("mtlx.train.checkpoints_set_aside")
         checkpointer = checkpoint_lib.Checkpointer(directory)
         if config.resume and checkpointer.latest_step() is not None:
             restored = checkpointer.restore_newest_readable(
                 state,
                 check=lambda md: check_resumable(config, md.get("config"), checkpointer.directory),
-                log=lambda line: print(line, file=sys.stderr, flush=True),
+                log=lambda line: writer and print(line, file=sys.stderr, flush=True),
             )
             state, position, _ = restored
             batcher.set_state(position)
-            print(
-                f"resumed from step {int(jax.device_get(state.step))} of {checkpointer.directory}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if writer:
+                print(
+                    f"resumed from step {int(fetch(state.step))} of {checkpointer.directory}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     log_path = None if config.workdir is None else os.path.join(config.workdir, "log.jsonl")
-    logger = JsonLinesLogger(log_path)
+    logger = JsonLinesLogger(log_path if writer else None)
     meta = {"method": config.method, "dataset": config.dataset, "model": config.model}
 
-    step = int(jax.device_get(state.step))
+    step = int(fetch(state.step))
     window: list[np.ndarray] = []
     observed: list[PyTree] = []
     bar = tqdm(
         total=config.num_steps,
         initial=step,
-        disable=not config.progress,
+        disable=not (config.progress and writer),
         desc=config.method,
         unit="step",
         leave=False,
@@ -305,16 +378,23 @@ def train(
     try:
         while step < config.num_steps:
             k = config.steps_per_call
-            batches = stack_batches([next(batcher) for _ in range(k)])
-            if mesh is not None:
-                batches = sharding_lib.shard_batch(batches, mesh, batch_axis=1)
+            if multi:
+                indices = [next(batcher)["index"][rows[0] : rows[1]] for _ in range(k)]
+                local = stack_batches([distributed.gather(ds.train, i) for i in indices])
+                batches = sharding_lib.shard_process_batch(
+                    local, mesh, config.batch_size, batch_axis=1
+                )
+            else:
+                batches = stack_batches([next(batcher) for _ in range(k)])
+                if mesh is not None:
+                    batches = sharding_lib.shard_batch(batches, mesh, batch_axis=1)
             if train_step.observes:
                 state, losses, observations = train_step.step(state, batches)
-                losses, observations = jax.device_get((losses, observations))
+                losses, observations = fetch((losses, observations))
                 observed.append(observations)
             else:
                 state, losses = train_step.step(state, batches)
-                losses = jax.device_get(losses)
+                losses = fetch(losses)
             losses = np.asarray(losses)
             if not config.skip_nonfinite:
                 check_finite_losses(losses, tasks, step + 1)
@@ -335,9 +415,7 @@ def train(
                     }
                 )
             if _crossed(before, step, config.eval_every) and step < config.num_steps:
-                results, eval_losses = evaluate(
-                    eval_step, state, eval_batches(), tasks, eval_batch_size
-                )
+                results, eval_losses = run_eval()
                 logger.write(
                     {
                         **meta,
@@ -353,7 +431,7 @@ def train(
                     state, batcher.get_state(), metadata={**meta, "config": _jsonable(config)}
                 )
         bar.close()
-        results, eval_losses = evaluate(eval_step, state, eval_batches(), tasks, eval_batch_size)
+        results, eval_losses = run_eval()
         dm = metrics_lib.delta_m(results, config.baselines, tasks) if config.baselines else None
         record = {
             **meta,
@@ -364,9 +442,9 @@ def train(
         if dm is not None:
             record["eval/delta_m"] = dm
         if config.skip_nonfinite:
-            skipped = int(jax.device_get(state.opt_state.skipped))
+            skipped = int(fetch(state.opt_state.skipped))
             record["skipped_updates"] = skipped
-            if skipped:
+            if skipped and writer:
                 print(
                     f"{config.method}: {skipped} of {step} updates skipped (non-finite losses or "
                     "updates; skip_nonfinite=True)",
@@ -380,7 +458,7 @@ def train(
         logger.close()
         if checkpointer is not None:
             checkpointer.close()
-    if log_path is not None:
+    if log_path is not None and writer:
         # The whole log, a resumed run's earlier records included.
         curves_lib.plot_curves(
             curves_lib.read_log(log_path), os.path.join(config.workdir, "curves.png")

@@ -11,7 +11,11 @@ from flax import nnx
 
 from mtlx._src.paths import key_name
 
-HEADS = "heads"  # the attribute, hence the path key, under which task-specific parameters live
+HEADS = "heads"  # the attribute, hence the path key, under which the task heads live
+# Task-specific parameters outside the heads (MMoE's gates, CGC's task experts, MTAN's attention
+# modules): every leaf under this key carries a leading task axis T, slice t used by task t only.
+TASK_SPECIFIC = "task_specific"
+TASK_SPECIFIC_KEYS = (HEADS, TASK_SPECIFIC)
 
 
 class TaskHeads(nnx.Module):
@@ -171,10 +175,14 @@ class MultiTaskModel(nnx.Module):
 
 
 def is_shared(path: tuple, leaf: Any = None) -> bool:
-    """Whether a parameter is shared across tasks: False for every path through ``heads``.
+    """Whether a parameter is shared across tasks: False for every path through ``heads`` or
+    ``task_specific``.
 
     The predicate for ``mtlx.value_and_jacobian(loss_fn, shared=is_shared)`` on the parameter
-    state of a :class:`MultiTaskModel` (``nnx.split(model, nnx.Param, ...)``).
+    state of any model in :mod:`mtlx.models` (``nnx.split(model, nnx.Param, ...)``): the heads of
+    a :class:`MultiTaskModel`, and the task-specific parts of the other architectures (gates,
+    task experts, attention modules), which they keep under the attribute ``task_specific``
+    with a leading task axis.
 
     Args:
       path: a ``jax.tree_util`` key path (``DictKey``/``GetAttrKey``/... entries) or an nnx path
@@ -182,7 +190,7 @@ def is_shared(path: tuple, leaf: Any = None) -> bool:
       leaf: the parameter (unused; accepted for the ``(path, leaf)`` predicate protocol).
 
     Returns:
-      ``False`` if some key of ``path`` is ``"heads"``, else ``True``.
+      ``False`` if some key of ``path`` is ``"heads"`` or ``"task_specific"``, else ``True``.
     """
     del leaf
-    return not any(key_name(entry) == HEADS for entry in path)
+    return not any(key_name(entry) in TASK_SPECIFIC_KEYS for entry in path)

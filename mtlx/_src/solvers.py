@@ -177,14 +177,36 @@ def dual_cone_weights(
     norm_eps: float = tolerances.GRAMIAN_NORM_EPS,
     reg_eps: float = tolerances.GRAMIAN_REG_EPS,
     max_iters: int | None = None,
+    exact: bool = False,
 ) -> jax.Array:
     """:func:`project_weights_to_dual_cone` on ``G / trace(G) + reg_eps I``, as TorchJD's projector.
 
     The trace normalization makes the weights scale-free; the ridge makes ``G`` positive definite
-    despite rounding (a zero Gramian, trace below ``norm_eps``, becomes ``reg_eps I``).
+    despite rounding (a zero Gramian, trace below ``norm_eps``, becomes ``reg_eps I``). The ridge
+    moves the result by about ``reg_eps`` relative to the largest row: a row ``1e4`` times smaller
+    than the largest is all but ignored.
+
+    ``exact=True`` uses instead that the dual cone ``{x : J x >= 0}`` does not change when the rows
+    are scaled: with ``D = diag(1 / ||g_t||)`` it projects ``J^T u = (D J)^T (D^{-1} u)`` onto the
+    cone of the unit rows, on the cosine matrix ``D G D`` with a ridge of a few ``eps`` (no
+    ``norm_eps``, no ``reg_eps``), and returns ``D v'``. Rows of any relative size then count
+    alike, and ``<J^T v, g_t> >= 0`` holds to rounding; zero rows (``linalg.nonzero_rows``) get
+    weight 0.
     """
-    g = linalg.regularize_gramian(linalg.normalize_gramian(gramian, norm_eps), reg_eps)
-    return project_weights_to_dual_cone(jnp.asarray(u).astype(g.dtype), g, max_iters=max_iters)
+    u = jnp.asarray(u)
+    if not exact:
+        g = linalg.regularize_gramian(linalg.normalize_gramian(gramian, norm_eps), reg_eps)
+        return project_weights_to_dual_cone(u.astype(g.dtype), g, max_iters=max_iters)
+    inv_norms = linalg.inverse_norms(gramian)
+    nonzero = inv_norms > 0
+    cosines = scale_gramian(gramian, inv_norms)
+    # Zero rows: an identity block keeps the system positive definite; their weights are 0.
+    ridge = tolerances.EXACT_CONE_RIDGE_FACTOR * tolerances.eps(gramian.dtype)
+    cosines = cosines + jnp.diag(jnp.where(nonzero, ridge, 1.0)).astype(gramian.dtype)
+    norms = linalg.norms_from_gramian(gramian)
+    scaled_u = jnp.where(nonzero, u.astype(gramian.dtype) * norms, 0.0)
+    projected = project_weights_to_dual_cone(scaled_u, cosines, max_iters=max_iters)
+    return projected * inv_norms
 
 
 def min_norm_point(
@@ -194,6 +216,7 @@ def min_norm_point(
     linear: jax.Array | None = None,
     max_iters: int | None = None,
     reg_eps: float | None = None,
+    row_tolerance: bool = False,
 ) -> jax.Array:
     r"""Exact ``argmin_{w in simplex} ½ w^T G w + q^T w``: Wolfe's minimum-norm-point algorithm.
 
@@ -205,6 +228,12 @@ def min_norm_point(
     is the min-norm point of the rows shifted by ``y`` with ``q = J y``, solved without forming the
     shifted Gramian (whose entries would swamp small rows in float32). ``init`` (on the simplex)
     warm-starts it with ``S = {w > 0}``; ``max_iters`` defaults to ``10 T + 10``.
+
+    ``row_tolerance=True`` (``q = 0`` only) tests optimality row by row at the precision each row
+    allows, ``(G w)_t >= w^T G w - c eps ||g_t|| sum_s w_s ||g_s||``, and enters the row with the
+    largest violation relative to its norm: rows whose norms are orders of magnitude apart then
+    all end non-conflicting (``<d, g_t> >= 0`` to rounding), where the default tolerance, relative
+    to the largest diagonal entry, stops as soon as the small rows' products are within it.
     """
     n = gramian.shape[0]
     dtype = gramian.dtype
@@ -212,6 +241,9 @@ def min_norm_point(
     max_iters = 10 * n + 10 if max_iters is None else max_iters
     scale = jnp.maximum(jnp.max(jnp.abs(jnp.diagonal(gramian))), jnp.finfo(dtype).tiny)
     reg = (tolerances.MIN_NORM_RIDGE_FACTOR * eps if reg_eps is None else reg_eps) * scale
+    if row_tolerance:  # each row's own scale: a ridge relative to the largest swamps small rows
+        diagonal = jnp.maximum(jnp.diagonal(gramian), jnp.finfo(dtype).tiny)
+        reg = (tolerances.MIN_NORM_RIDGE_FACTOR * eps if reg_eps is None else reg_eps) * diagonal
     tol = tolerances.MIN_NORM_TOL_FACTOR * n * eps * scale
     eye = jnp.eye(n, dtype=dtype)
     linear = jnp.zeros((n,), dtype) if linear is None else linear.astype(dtype)
@@ -228,11 +260,20 @@ def min_norm_point(
         rhs = jnp.concatenate([jnp.where(corral, -scale * linear, 0.0), jnp.ones((1,), dtype)])
         return jnp.where(corral, scale * jnp.linalg.solve(system, rhs)[:n], 0.0)
 
+    row_norms = linalg.norms_from_gramian(gramian)
+
     def step(carry):
         w, corral, pending = carry
         products = _matvec(gramian, w) + linear
-        j = jnp.argmin(products)
-        optimal = (~pending) & (products[j] >= w @ products - tol)
+        if row_tolerance:
+            gaps = products - w @ products
+            row_tol = tolerances.MIN_NORM_TOL_FACTOR * n * eps * row_norms * (w @ row_norms)
+            tiny = jnp.finfo(dtype).tiny
+            j = jnp.argmin(gaps / jnp.maximum(row_norms, tiny))
+            optimal = (~pending) & jnp.all(gaps >= -row_tol)
+        else:
+            j = jnp.argmin(products)
+            optimal = (~pending) & (products[j] >= w @ products - tol)
         corral = jnp.where(pending, corral, corral.at[j].set(True))
         v = affine_min_norm(corral)
         interior = jnp.all(jnp.where(corral, v > 0, True))

@@ -43,6 +43,12 @@ QP_TOL_FACTOR = 64.0
 MIN_NORM_TOL_FACTOR = 10.0
 MIN_NORM_RIDGE_FACTOR = 10.0
 
+# The exact mode of the dual-cone projections (UPGrad, DualProj: exact=True) solves on the cosine
+# matrix D G D (unit diagonal) with the relative ridge EXACT_CONE_RIDGE_FACTOR * eps: enough to keep
+# the active-set systems solvable when G is singular, and errors along G's null space do not move
+# the update J^T v.
+EXACT_CONE_RIDGE_FACTOR = 16.0
+
 # CAGrad's root of radius * tau = ||g_w(tau)|| is found to the relative accuracy
 # eps ** ROOT_RTOL_POWER: the min-norm points it evaluates are exact to about this on
 # ill-conditioned Gramians.

@@ -22,6 +22,7 @@ def mgda_weights(
     epsilon: float = 1e-3,
     max_iters: int = 100,
     normalization: GradientNormalization = "none",
+    exact: bool = False,
 ) -> jax.Array:
     r"""MGDA weights ``w`` (T,): ``J^T w`` is the min-norm element of the rows' convex hull.
 
@@ -42,7 +43,10 @@ def mgda_weights(
         magnitude = jnp.abs(task_losses.astype(gramian.dtype))
         inv_scale = inv_scale * linalg.safe_divide(1.0, magnitude)
     normalized = scale_gramian(gramian, inv_scale)
-    alpha = solvers.frank_wolfe_min_norm(normalized, epsilon=epsilon, max_iters=max_iters)
+    if exact:
+        alpha = solvers.min_norm_point(normalized, row_tolerance=True)
+    else:
+        alpha = solvers.frank_wolfe_min_norm(normalized, epsilon=epsilon, max_iters=max_iters)
     return alpha * inv_scale
 
 
@@ -57,6 +61,7 @@ def mgda(
     epsilon: float = 1e-3,
     max_iters: int = 100,
     normalization: GradientNormalization = "none",
+    exact: bool = False,
 ) -> WeightingTransformation:
     r"""Multiple-gradient descent algorithm (MGDA), as MTL by Sener & Koltun (NeurIPS 2018).
 
@@ -74,11 +79,17 @@ def mgda(
       epsilon: stop when the Frank-Wolfe step size falls below it.
       max_iters: bound on the Frank-Wolfe iterations.
       normalization: ``"none"`` (default, as TorchJD and LibMTL), ``"l2"``, ``"loss"``, ``"loss+"``.
+      exact: solve the min-norm problem exactly (Wolfe's algorithm, each row's optimality tested
+        at its own precision, at most 10 T + 10 steps; ``epsilon`` and ``max_iters`` unused)
+        instead of Frank-Wolfe's early stop, which leaves the update conflicting with small or
+        nearly dependent rows (measured: cosine -0.97 with row norms 1e4 apart).
 
-    Static under ``optax.inject_hyperparams`` (``static_args``): ``max_iters``; every other
-    numeric argument may be injected.
+    Static under ``optax.inject_hyperparams`` (``static_args``): ``max_iters``, ``exact``; every
+    other numeric argument may be injected.
 
-    Properties: non-conflicting (``<update, g_t> >= ||update||^2 >= 0``), permutation-invariant,
+    Properties: non-conflicting (``<update, g_t> >= ||update||^2 >= 0`` at the exact solution:
+    with Frank-Wolfe's default ``epsilon`` up to its early stop, to rounding with ``exact=True``),
+    permutation-invariant,
     positively homogeneous; the update vanishes at a Pareto-stationary point.
 
     References:
@@ -94,6 +105,7 @@ def mgda(
             epsilon=epsilon,
             max_iters=max_iters,
             normalization=normalization,
+            exact=exact,
         )
         return w, state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ def moco_weights(
     step_size: jax.typing.ArrayLike,
     rho: jax.typing.ArrayLike = 0.0,
     lambda_update: LambdaUpdate = "softmax",
+    gramian_scale: jax.typing.ArrayLike = 1.0,
 ) -> jax.Array:
     r"""One MoCo weight step, :math:`P(\lambda - \gamma_k (Y Y^\top + \rho I)\lambda)`.
 
@@ -37,17 +39,31 @@ def moco_weights(
       rho: :math:`\ell_2` regularisation of :math:`\lambda`.
       lambda_update: ``"softmax"`` (:math:`P` = softmax, LibMTL and the authors' shared code) or
         ``"projection"`` (:math:`P = \Pi_\Delta`, the paper's Algorithm 1).
+      gramian_scale: :math:`s`, when ``tracked_gramian`` is :math:`Y Y^\top / s` (so that
+        neither overflows: with losses of 1e20 the tracked Gramian is 1e40, beyond float32).
+
+    Both maps :math:`P` are invariant to adding a constant to every entry, so the step is taken
+    as :math:`\lambda - \gamma_k \rho \lambda - \gamma_k s\,(a - \min_t a_t)` with
+    :math:`a = (Y Y^\top / s) \lambda`: a product :math:`\gamma_k s` too large for the dtype
+    gives the exact limit (all weight on the smallest :math:`a_t`) instead of NaN.
 
     Returns:
       The new weights :math:`\lambda` (T,), on the simplex.
     """
     dtype = jnp.promote_types(weights.dtype, tracked_gramian.dtype)
     weights = weights.astype(dtype)
-    grad = tracked_gramian.astype(dtype) @ weights + rho * weights
-    stepped = weights - step_size * grad
+    pull = tracked_gramian.astype(dtype) @ weights
+    gap = pull - jnp.min(pull)
+    scale = jnp.asarray(step_size, dtype) * jnp.asarray(gramian_scale, dtype)
+    # gap == 0 stays 0 when the scale is infinite (0 * inf would be NaN).
+    penalty = jnp.where(gap > 0, scale * gap, 0.0)
+    stepped = weights - step_size * rho * weights - penalty
     if lambda_update == "softmax":
         return jax.nn.softmax(stepped)
     if lambda_update == "projection":
+        # Entries more than 1 below the largest get 0 from the projection: clipping them (and
+        # -inf) there changes nothing.
+        stepped = jnp.maximum(stepped, jnp.max(stepped) - 2.0)
         return projection_simplex(stepped).astype(dtype)
     raise ValueError(f"lambda_update must be 'softmax' or 'projection'; got {lambda_update!r}.")
 
@@ -169,8 +185,15 @@ def moco(
                 y = y - (beta_k * (y - target)).astype(y.dtype)
             new_tracked.append(y)
         shared_tracked = [y for y, s in zip(new_tracked, mask) if s]
+        # The Gramian of Y / m, m the largest |entry|, and its scale m^2 apart: with normalize the
+        # tracked rows have norm L_t, and L_t = 1e20 would overflow Y Y^T in float32.
+        largest = functools.reduce(
+            jnp.maximum,
+            (jnp.max(jnp.abs(y)).astype(dtype) for y in shared_tracked),
+            jnp.asarray(jnp.finfo(dtype).tiny, dtype),
+        )
         tracked_gramian = sum(
-            (leaf_gramian(y) for y in shared_tracked),
+            (leaf_gramian(y / largest.astype(y.dtype)) for y in shared_tracked),
             start=jnp.zeros((num_tasks, num_tasks), dtype),
         )
         w = moco_weights(
@@ -179,6 +202,7 @@ def moco(
             step_size=learning_rate_k,
             rho=rho,
             lambda_update=lambda_update,
+            gramian_scale=jnp.square(largest),
         ).astype(dtype)
         shared_out = [
             weighted_sum(w, y).astype(g.dtype) for g, y in zip(rows.shared, shared_tracked)

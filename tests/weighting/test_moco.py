@@ -173,3 +173,36 @@ def test_errors():
     # Without normalisation the losses are optional.
     out, _ = mtlx.moco(2, normalize=False).update(jnp.ones((2, 3)), mtlx.moco(2).init(jnp.zeros(3)))
     chex.assert_shape(out, (3,))
+
+
+@pytest.mark.parametrize("lambda_update", ["softmax", "projection"])
+def test_huge_losses_give_the_exact_limit_not_nan_in_float32(lambda_update):
+    # Tracked rows of norm L_t = 1e20 make Y Y^T = 1e40, beyond float32: the weight step is taken
+    # on the Gramian of Y / max|Y| with the scale apart, so the result is the step's limit (all
+    # weight on the task whose tracked row pulls least), not NaN.
+    jac = jnp.array([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], jnp.float32)
+    tx = mtlx.moco(num_tasks=2, lambda_update=lambda_update)
+    state = tx.init(jac[0])
+    for loss in (1.0, 1e20, 1e30):
+        update, state = jax.jit(tx.update)(
+            jac, state, jac[0], task_losses=jnp.array([loss, 1.0], jnp.float32)
+        )
+        assert np.all(np.isfinite(np.asarray(update))) and update.dtype == jnp.float32
+        assert np.all(np.isfinite(np.asarray(state.weights)))
+    np.testing.assert_allclose(state.weights, [0.0, 1.0], atol=1e-6)
+
+
+def test_weight_step_with_a_separate_scale_equals_the_plain_step():
+    from mtlx.weighting._moco import moco_weights
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((3, 5))
+    gram = y @ y.T
+    w = jnp.asarray([0.2, 0.3, 0.5])
+    for update in ("softmax", "projection"):
+        plain = moco_weights(jnp.asarray(gram), w, step_size=0.1, rho=0.3, lambda_update=update)
+        scaled = moco_weights(
+            jnp.asarray(gram / 1e6), w, step_size=0.1, rho=0.3, lambda_update=update,
+            gramian_scale=1e6,
+        )  # fmt: skip
+        np.testing.assert_allclose(scaled, plain, rtol=1e-12, atol=1e-14)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from mtlx._src import checks
-from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.learned import init_learned, overflow_safe_adam, step_learned
 from mtlx._src.methods import loss_scalarization
 from mtlx._src.weighting import Stats, WeightingTransformation
 
@@ -141,7 +141,7 @@ def famo(
                 f"min_losses must have shape ({num_tasks},) (one bound per task); got "
                 f"{bounds.shape}."
             )
-    logits_opt = optax.chain(optax.add_decayed_weights(gamma), optax.adam(learning_rate))
+    logits_opt = optax.chain(optax.add_decayed_weights(gamma), overflow_safe_adam(learning_rate))
 
     def init(params) -> FAMOState:
         del params

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from mtlx._src import checks, linalg
-from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.learned import init_learned, overflow_safe_adam, step_learned
 from mtlx._src.weighting import Stats, Weighting, WeightingTransformation, as_transform
 
 
@@ -59,7 +59,7 @@ def gradnorm(
     alpha: jax.typing.ArrayLike = 1.5,
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
-    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
+    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = overflow_safe_adam,
     warmup_steps: int = 0,
 ) -> WeightingTransformation:
     r"""GradNorm, Chen, Badrinarayanan, Lee & Rabinovich (ICML 2018), as LibMTL implements it.
@@ -87,7 +87,7 @@ def gradnorm(
         1.5.
       learning_rate: learning rate of the logits' optimizer (LibMTL: the model's learning rate).
       optimizer: optax optimizer factory for the logits, called with ``learning_rate``
-        (``optax.adam`` by default), as :func:`mtlx.uw`.
+        (Adam by default, overflow-safe as in :func:`mtlx.uw`).
       warmup_steps: updates with equal weights (and no logits step) first; :math:`L(0)` is the
         mean loss over them. LibMTL warms up for its first epoch. With 0 (the paper), :math:`L(0)`
         is the loss of the first update.

@@ -8,6 +8,7 @@ import jax
 import optax
 
 from mtlx._src.jacobians import scale_gramian
+from mtlx._src.learned import overflow_safe_adam
 from mtlx._src.weighting import (
     Stats,
     TaskWeights,
@@ -33,7 +34,7 @@ def imtl(
     num_tasks: int,
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
-    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
+    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = overflow_safe_adam,
 ) -> WeightingTransformation:
     r"""IMTL, hybrid Impartial Multi-Task Learning (IMTL-L + IMTL-G), Liu et al. (ICLR 2021).
 
@@ -56,7 +57,7 @@ def imtl(
       num_tasks: T, the number of learned scales.
       learning_rate: learning rate of the scales' optimizer.
       optimizer: optax optimizer factory for the scales, called with ``learning_rate``
-        (``optax.adam`` by default).
+        (Adam by default, overflow-safe as in :func:`mtlx.uw`).
 
     Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
     every other numeric argument may be injected.

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.learned import init_learned, overflow_safe_adam, step_learned
 from mtlx._src.methods import loss_scalarization
 from mtlx._src.weighting import Stats, WeightingTransformation
 
@@ -49,7 +49,7 @@ def imtl_l(
     num_tasks: int,
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
-    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
+    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = overflow_safe_adam,
 ) -> WeightingTransformation:
     r"""IMTL-L, the loss-balance part of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
 
@@ -69,7 +69,7 @@ def imtl_l(
       learning_rate: learning rate of the scales' optimizer. The references put the :math:`s_t` in
         the model's optimizer: pass the model's learning rate to match them.
       optimizer: optax optimizer factory for the scales, called with ``learning_rate``
-        (``optax.adam`` by default; ``optax.sgd`` mirrors a PyTorch SGD), as :func:`mtlx.uw`.
+        (Adam by default, overflow-safe as in :func:`mtlx.uw`; ``optax.sgd`` mirrors a PyTorch SGD).
 
     Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
     every other numeric argument may be injected.

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from mtlx._src import checks
-from mtlx._src.learned import init_learned, step_learned
+from mtlx._src.learned import init_learned, overflow_safe_adam, step_learned
 from mtlx._src.methods import loss_scalarization
 from mtlx._src.weighting import Stats, WeightingTransformation
 
@@ -45,7 +45,7 @@ def uw(
     learning_rate: jax.typing.ArrayLike = 1e-3,
     *,
     init_log_var: jax.typing.ArrayLike = 0.0,
-    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = optax.adam,
+    optimizer: Callable[[jax.typing.ArrayLike], optax.GradientTransformation] = overflow_safe_adam,
 ) -> WeightingTransformation:
     r"""Uncertainty weighting (UW), Kendall, Gal & Cipolla (CVPR 2018).
 
@@ -69,7 +69,9 @@ def uw(
       init_log_var: initial :math:`s_t` (scalar or ``(T,)``): 0 (weights 1/2) as TorchJD and the
         paper; LibMTL uses -0.5.
       optimizer: optax optimizer factory for the :math:`s_t`, called with ``learning_rate``
-        (``optax.adam`` by default; e.g. ``optax.sgd`` or ``functools.partial(optax.adam, b1=0.)``).
+        (by default Adam, as ``optax.adam`` but with a second moment that cannot overflow: a loss of
+        1e30 would square to inf in float32 and stop optax.adam's steps for good; e.g.
+        ``optax.sgd`` or ``functools.partial(optax.adam, b1=0.)``).
 
     Static under ``optax.inject_hyperparams`` (``static_args``): ``num_tasks``, ``optimizer``;
     every other numeric argument may be injected.

@@ -122,3 +122,23 @@ def test_wrong_number_of_tasks_raises():
 def test_bad_hyperparameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mtlx.uw(**kwargs)
+
+
+@pytest.mark.parametrize("factory", ["uw", "imtl_l", "imtl"])
+def test_a_huge_loss_does_not_freeze_the_learned_scales_in_float32(factory):
+    # UW's inner gradient 1 - exp(-s) L is -1e30 at L = 1e30: optax.adam's second moment would be
+    # inf (1e60 in float32) for good, and every later step 0. The default inner Adam keeps
+    # sqrt(nu) instead: the scale keeps moving, by about the learning rate per step.
+    jac = jnp.eye(2, dtype=jnp.float32)
+    tx = getattr(mtlx, factory)(2, learning_rate=0.1)
+    state = tx.init(jnp.zeros(2, jnp.float32))
+    scales = []
+    for losses in ([1e30, 1.0], [1e30, 1.0], [1.0, 1.0], [1.0, 1.0]):
+        update, state = jax.jit(tx.update)(
+            jac, state, jnp.zeros(2, jnp.float32), task_losses=jnp.asarray(losses, jnp.float32)
+        )
+        assert np.all(np.isfinite(np.asarray(update)))
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
+        scales.append(np.asarray(state.log_vars if factory == "uw" else state.log_scales))
+    # The huge-loss task's scale still moves after the huge losses are gone.
+    assert abs(float(scales[3][0]) - float(scales[2][0])) > 1e-3

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mtlx.models._cross_stitch import readout_per_task
-from mtlx.models._resnet import BasicBlock, _batch_norm
+from mtlx.models._resnet import BasicBlock
 from mtlx.models._stages import (
     BackboneSpec,
     StagedEncoder,
@@ -24,15 +24,29 @@ class AttentionUnit(nnx.Module):
     """MTAN's attention module ``g``: ``sigmoid(BN(W2 ReLU(BN(W1 z))))``, ``W1`` and ``W2``
     1 x 1 convolutions with bias (a ``Linear`` on the channel axis), as LibMTL's ``_att_layer``."""
 
-    def __init__(self, in_features: int, hidden: int, features: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        features: int,
+        *,
+        momentum: float = 0.9,
+        batch_norm: bool = True,
+        rngs: nnx.Rngs,
+    ):
         self.linear1 = nnx.Linear(in_features, hidden, rngs=rngs)
-        self.bn1 = _batch_norm(hidden, rngs)
         self.linear2 = nnx.Linear(hidden, features, rngs=rngs)
-        self.bn2 = _batch_norm(features, rngs)
+        if batch_norm:
+            self.bn1 = nnx.BatchNorm(hidden, momentum=momentum, epsilon=1e-5, rngs=rngs)
+            self.bn2 = nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, rngs=rngs)
+        else:
+            self.bn1 = self.bn2 = None
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        z = nnx.relu(self.bn1(self.linear1(z)))
-        return nnx.sigmoid(self.bn2(self.linear2(z)))
+        z = self.linear1(z)
+        z = nnx.relu(z if self.bn1 is None else self.bn1(z))
+        z = self.linear2(z)
+        return nnx.sigmoid(z if self.bn2 is None else self.bn2(z))
 
 
 class _ProjectedBlock(nnx.Module):
@@ -78,10 +92,22 @@ class MTAN(nnx.Module):
     over tasks, unweighted; here it is shared, because every task's loss depends on it, and a
     parameter without a task axis cannot be task-specific (see :func:`mtlx.value_and_jacobian`).
 
+    .. note::
+      The masks are sigmoids of batch-normalised features, and ``eval`` mode reads the batch
+      norms' running averages. On the MLP backbone with batches of 64 the trained masks depend
+      on the exact batch statistics: on Multi-Digits (seed 0, 1500 steps) one task reached 0.72
+      test accuracy with PyTorch's momentum (``momentum=0.9`` here) and 0.52 with 0.99, against
+      0.95 with the training set's exact statistics; ``batch_norm=False`` (masks
+      ``sigmoid(W2 ReLU(W1 z))``) gave 0.95 / 0.95 in both modes. The configs and the
+      architecture study use ``batch_norm=False`` on the MLP.
+
     Args:
       spec: the shared backbone.
       num_tasks: T.
       out_features: each head's output size, or one per task.
+      momentum: the running-average momentum of the attention units' batch norms (flax's
+        convention: the weight of the old average).
+      batch_norm: batch norm in the attention units (the paper's and LibMTL's).
       rngs: the random streams.
     """
 
@@ -91,6 +117,8 @@ class MTAN(nnx.Module):
         num_tasks: int,
         out_features: int | Sequence[int],
         *,
+        momentum: float = 0.9,
+        batch_norm: bool = True,
         rngs: nnx.Rngs,
     ):
         num_tasks = int(num_tasks)
@@ -111,7 +139,11 @@ class MTAN(nnx.Module):
             in_width = width if k == 0 else 2 * width
             units.append(
                 stack(
-                    lambda r, i=in_width, w=width: AttentionUnit(i, w, w, rngs=r), num_tasks, rngs
+                    lambda r, i=in_width, w=width: AttentionUnit(
+                        i, w, w, momentum=momentum, batch_norm=batch_norm, rngs=r
+                    ),
+                    num_tasks,
+                    rngs,
                 )
             )
         self.task_specific = nnx.Dict(attention=nnx.List(units))
@@ -155,12 +187,15 @@ def mtan(
     hidden: Sequence[int] = (64, 64),
     in_channels: int = 1,
     small_inputs: bool = False,
+    momentum: float = 0.9,
+    batch_norm: bool = True,
     rngs: nnx.Rngs,
 ) -> MTAN:
     """An :class:`MTAN` over a shared ``backbone`` (``"mlp"`` with ``in_features`` and
     ``hidden``, ``"lenet"`` or ``"resnet18"`` with ``in_channels``); attention at every stage.
 
-    ``model(x)`` returns T arrays ``(N, out_features)``.
+    ``model(x)`` returns T arrays ``(N, out_features)``; ``momentum`` and ``batch_norm``: the
+    attention units' batch norms (see :class:`MTAN`).
     """
     spec = backbone_spec(
         backbone,
@@ -169,4 +204,4 @@ def mtan(
         hidden=hidden,
         small_inputs=small_inputs,
     )
-    return MTAN(spec, num_tasks, out_features, rngs=rngs)
+    return MTAN(spec, num_tasks, out_features, momentum=momentum, batch_norm=batch_norm, rngs=rngs)

@@ -268,3 +268,20 @@ def test_is_shared_keeps_heads_and_adds_task_specific():
     assert not models.is_shared(("task_specific", "gates", "kernel"))
     assert models.is_shared(("experts", "stages", 0, "linear", "kernel"))
     assert models.is_shared(("encoder", "fc", "kernel"))
+
+
+def test_mtan_without_batch_norm_is_the_same_function_in_train_and_eval():
+    model = models.mtan(num_tasks=2, out_features=3, batch_norm=False, **SMALL, rngs=nnx.Rngs(0))
+    assert model.task_specific["attention"][0].bn1 is None
+    x = jnp.asarray(_batch(4)["image"])
+    model.train()
+    a = model(x)
+    model.eval()
+    for y_train, y_eval in zip(a, model(x)):
+        np.testing.assert_array_equal(y_train, y_eval)
+    with_bn = models.mtan(num_tasks=2, out_features=3, **SMALL, rngs=nnx.Rngs(0))
+    assert _count(with_bn) - _count(model) == 2 * 2 * 2 * sum(SMALL["hidden"])  # scale, bias
+
+
+def _count(model):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

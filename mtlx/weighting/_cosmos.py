@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mtlx._src import checks
 from mtlx._src.methods import preference_weighting
@@ -67,6 +68,14 @@ def cosmos(
       A transformation from a per-task Jacobian to the update; it needs ``task_losses=``.
       Task-specific leaves are weighted too.
 
+    Raises:
+      ValueError: (concrete losses, outside ``jax.jit``) the loss vector is zero (norm below
+        1e-8), where :math:`\cos(r, L)` is undefined. Inside ``jax.jit``: the penalty's gradient
+        is :math:`\propto 1 / \|L\|`, so the update grows as the losses shrink; at
+        :math:`\|L\| \le 10^{-8}` the norm is clamped to 1e-8 as in torch's
+        ``cosine_similarity`` (TorchJD's result), an update ~1e8 :math:`\lambda` times the
+        preference-weighted gradient, finite.
+
     Properties: stateless; equal to ``scalarization(pref_vector)`` for :math:`\lambda = 0`; the
       penalty's gradient is orthogonal to the losses (it only rotates the loss vector).
 
@@ -81,6 +90,18 @@ def cosmos(
     checks.nonnegative("lambda_", lambda_)
 
     def weights_of(stats: Stats, pref: jax.Array) -> jax.Array:
-        return cosmos_weights(stats.losses, pref.astype(stats.losses.dtype), lambda_)
+        losses = stats.losses
+        no_penalty = not checks.is_traced(lambda_) and np.all(np.asarray(lambda_) == 0)
+        if (
+            not no_penalty
+            and not checks.is_traced(losses)
+            and np.linalg.norm(np.asarray(losses)) <= REFERENCE_EPS
+        ):
+            raise ValueError(
+                "mtlx.cosmos: the loss vector is zero, where its cosine penalty cos(r, L) is "
+                f"undefined (its gradient grows as 1 / ||L||); got {losses}. Use lambda_=0 (the "
+                "linear scalarization) once the losses vanish."
+            )
+        return cosmos_weights(losses, pref.astype(losses.dtype), lambda_)
 
     return preference_weighting("cosmos", weights_of, jnp.asarray(pref_vector), reads="losses")

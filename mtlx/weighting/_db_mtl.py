@@ -69,8 +69,14 @@ def db_mtl(
 
     Returns:
       A transformation from a per-task Jacobian to the update above; it needs ``task_losses=``
-      (non-negative). Task-specific leaves get their own task's log-loss gradient (no EMA, no
+      (positive). Task-specific leaves get their own task's log-loss gradient (no EMA, no
       scaling), as in LibMTL.
+
+    Raises:
+      ValueError: (concrete losses, outside ``jax.jit``) a loss is zero or negative. Inside
+        ``jax.jit`` nothing can be checked: a negative loss counts as 0, and a zero loss divides
+        its gradient by 1e-8 (LibMTL's guard), so the update is ~1e8 times the gradient; the
+        result stays finite.
 
     With ``optax.inject_hyperparams``, declare ``static_args=("num_tasks",)``.
 
@@ -92,8 +98,13 @@ def db_mtl(
 
     def update_rows(rows: Rows, state: DBMTLState) -> tuple[list[jax.Array], DBMTLState]:
         losses = rows.losses
-        if not checks.is_traced(losses) and np.any(np.asarray(losses) < 0):
-            raise ValueError(f"mtlx.db_mtl takes log-losses: losses must be >= 0; got {losses}.")
+        if not checks.is_traced(losses) and np.any(np.asarray(losses) <= 0):
+            raise ValueError(
+                "mtlx.db_mtl takes the gradients of log-losses, g_t / (L_t + 1e-8): every loss must "
+                f"be > 0 (a zero loss would scale its gradient, and through the magnitude balance "
+                f"the whole update, by ~1e8); got {losses}. Use a method without logarithms for "
+                "losses that reach 0, or add a positive floor to the loss."
+            )
         buffer_leaves = check_per_task(state.grad_buffer, rows, "db_mtl")
         count = state.count + 1
         # LibMTL backpropagates log(L_t + 1e-8): the rows divided by the losses.

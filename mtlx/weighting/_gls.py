@@ -57,6 +57,12 @@ def gls() -> WeightingTransformation:
       ValueError: (outside ``jax.jit``) if a task loss is negative; the geometric mean is defined
         for non-negative losses only. Inside ``jax.jit`` a loss <= 0 gives zero weights.
 
+    Large losses: task t's weight is the geometric mean over ``T L_t``, so one loss of 1e30 among
+    losses of 1 (T = 3) weights the other tasks' gradients by 1e10 / 3: the gradient of the
+    geometric mean, finite, and what GLS means (it is scale-free per task only up to the product
+    of the scales, see below). Pair it with an optimizer that normalises the step (Adam) or a
+    gradient clip after it.
+
     Properties: stateless; invariant to a per-task rescaling of the losses up to a global factor
       (scaling ``L_t`` by ``c_t`` scales the update by ``(prod_t c_t)^(1/T)``), the reason GLS is
       used for tasks with losses on different scales; the weights sum to the geometric over the

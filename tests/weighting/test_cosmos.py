@@ -43,3 +43,18 @@ def test_bad_arguments_raise():
     tx = mtlx.cosmos(jnp.ones(2))
     with pytest.raises(ValueError, match="pref_vector"):
         tx.update(jnp.eye(3), tx.init(None), None, task_losses=LOSSES)
+
+
+def test_a_zero_loss_vector_is_refused_outside_jit_and_finite_inside():
+    tx = mtlx.cosmos(jnp.asarray([0.5, 0.5]))
+    jac = jnp.eye(2)
+    with pytest.raises(ValueError, match="loss vector is zero"):
+        tx.update(jac, tx.init(jnp.zeros(2)), jnp.zeros(2), task_losses=jnp.zeros(2))
+    out, _ = jax.jit(tx.update)(jac, tx.init(jnp.zeros(2)), jnp.zeros(2), task_losses=jnp.zeros(2))
+    assert np.all(np.isfinite(np.asarray(out)))
+    # lambda_ = 0 (the linear scalarization) has no cosine: zero losses are fine.
+    plain = mtlx.cosmos(jnp.asarray([0.5, 0.5]), lambda_=0.0)
+    np.testing.assert_allclose(
+        plain.update(jac, plain.init(jnp.zeros(2)), jnp.zeros(2), task_losses=jnp.zeros(2))[0],
+        [0.5, 0.5],
+    )

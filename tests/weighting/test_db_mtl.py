@@ -82,3 +82,16 @@ def test_bad_hyperparameters_raise():
         mtlx.db_mtl(T, beta=-0.1)
     with pytest.raises(ValueError, match="num_tasks"):
         mtlx.db_mtl(0)
+
+
+@pytest.mark.parametrize("losses", [[0.0, 1.0], [-0.5, 1.0]])
+def test_zero_or_negative_concrete_losses_are_refused_with_the_reason(losses):
+    tx = mtlx.db_mtl(2)
+    jac = jnp.eye(2)
+    with pytest.raises(ValueError, match=r"every loss must be > 0.*1e8"):
+        tx.update(jac, tx.init(jnp.zeros(2)), jnp.zeros(2), task_losses=jnp.asarray(losses))
+    # Inside jit nothing is checked: the result is finite (the documented ~1e8 scale).
+    out, _ = jax.jit(tx.update)(
+        jac, tx.init(jnp.zeros(2)), jnp.zeros(2), task_losses=jnp.asarray(losses)
+    )
+    assert np.all(np.isfinite(np.asarray(out)))

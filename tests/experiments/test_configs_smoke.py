@@ -29,6 +29,9 @@ def test_every_benchmark_has_a_config():
         "nyuv2_segnet",
         "cityscapes_segnet",
     } <= names
+    # One Multi-Digits config per architecture beyond hard sharing (mtlx.models).
+    architectures = ("mmoe", "cgc", "ple", "dselect_k", "cross_stitch", "nddr_cnn", "mtan", "ltb")
+    assert {f"digits_{a}" for a in architectures} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

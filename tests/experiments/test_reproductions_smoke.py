@@ -169,3 +169,20 @@ def test_loss_scale_invariance_smoke(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "Predicted vs measured" in text and "The paper" in text
     assert (tmp_path / "invariance.png").stat().st_size > 0
+
+
+def test_architectures_table4_smoke(tmp_path):
+    module = _load("architectures_table4")
+    summary = module.main(
+        ["--smoke", "--seeds", "0", "--steps", "10", "--steps-per-call", "5", "--hidden", "16,16",
+         "--architectures", "mlp_hps,mtan", "--methods", "ew,rw+cagrad", "--out", str(tmp_path)]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    labels = {"mlp_hps.ew", "mlp_hps.rw+cagrad", "mtan.ew", "mtan.rw+cagrad"}
+    assert set(saved["summary"]) == labels
+    for label, stats in saved["summary"].items():
+        assert math.isfinite(stats["delta_m"][0]), label
+    assert set(saved["single_task_base"]) == {"left", "right", "sum_parity"}
+    assert set(summary["verdict"]["vs_ew"]) == {"mlp_hps.rw+cagrad", "mtan.rw+cagrad"}
+    assert set(summary["verdict"]["vs_hps"]) == {"mtan.ew", "mtan.rw+cagrad"}
+    assert "| mtan |" in (tmp_path / "results.md").read_text()

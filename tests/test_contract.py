@@ -88,6 +88,22 @@ class TestContract:
         with pytest.raises(ValueError, match="non-finite"):
             tx.update(j, tx.init(jnp.zeros(3)), None, task_losses=losses)
 
+    def test_a_non_finite_loss_inside_jit_never_poisons_the_state(self, entry):
+        # The state skips a step whose losses are not all finite (its update is NaN, as the
+        # loss); the next steps are what they would have been without it.
+        j, t = _base(entry)
+        tx = methods_under_test.make(entry, t)
+        update = jax.jit(tx.update)
+        state = tx.init(jnp.zeros(3))
+        _, state = update(j, state, None, task_losses=_losses(t))
+        _, skipped = update(j, state, None, task_losses=_losses(t).at[0].set(jnp.nan))
+        floating = [x for x in jax.tree.leaves(skipped) if jnp.issubdtype(x.dtype, jnp.floating)]
+        chex.assert_tree_all_finite(floating)
+        if entry["needs_losses"]:  # a state that follows the losses skipped the step
+            chex.assert_trees_all_equal(skipped, state)
+        out, _ = update(j, skipped, None, task_losses=_losses(t))
+        chex.assert_tree_all_finite(out)
+
     def test_mismatched_leading_axes_raise(self, entry):
         _, t = _base(entry)
         tx = methods_under_test.make(entry, t)

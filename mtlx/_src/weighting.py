@@ -255,6 +255,22 @@ def combine(
     return jac.combine(weights, task_specific)
 
 
+def keep_state_unless_finite(losses: jax.Array | None, new_state: State, state: State) -> State:
+    """``new_state`` when every task loss is finite, else ``state`` unchanged.
+
+    A method whose state follows the losses (UW's and IMTL-L's learned scales, FAMO's logits,
+    MoCo's and DB-MTL's tracked gradients, DWA's history) must never store a value computed from
+    a NaN or infinite loss: it would stay there for good, and every later update would be NaN.
+    Outside ``jax.jit`` such losses are refused before this point; inside, the step's update is
+    NaN (as its loss) and the state skips that step. :func:`mtlx.skip_nonfinite` skips the whole
+    update as well.
+    """
+    if losses is None or not jax.tree.leaves(state):
+        return new_state
+    finite = jnp.all(jnp.isfinite(losses))
+    return jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+
+
 def as_transform(weighting: Weighting) -> WeightingTransformation:
     """The optax transform whose update is ``sum_t w_t J_t`` with ``w`` from ``weighting``.
 
@@ -287,6 +303,8 @@ def as_transform(weighting: Weighting) -> WeightingTransformation:
             rows = rows_of(jac, losses)
         stats = Stats(jac.num_tasks, losses, gramian, rows)
         weights, new_state = weighting.weights(stats, state)
+        if weighting.needs_losses:
+            new_state = keep_state_unless_finite(losses, new_state, state)
         return combine(jac, weights, weighting.task_specific), new_state
 
     tx = WeightingTransformation(weighting.init, update_fn)
@@ -352,6 +370,8 @@ def rows_transform(
         jac = jacobian_of(updates, params, name, num_tasks)
         losses = check_task_losses(task_losses, jac.num_tasks, required=needs_losses, method=name)
         leaves, new_state = update_rows(rows_of(jac, losses), state)
+        if needs_losses:
+            new_state = keep_state_unless_finite(losses, new_state, state)
         return jax.tree.unflatten(jac.treedef, list(leaves)), new_state
 
     return optax.GradientTransformationExtraArgs(init, update_fn)

@@ -43,8 +43,9 @@ def _violation(j: np.ndarray, w: np.ndarray, dtype) -> float:
 
 def _bound(name: str, num_tasks: int) -> float:
     # The QP's KKT tolerance (64 eps, tolerances.QP_TOL_FACTOR) for the dual-cone projections;
-    # Wolfe's per-row test (10 T eps, tolerances.MIN_NORM_TOL_FACTOR) for MGDA.
-    return 64.0 if name in ("upgrad", "dualproj") else 10.0 * num_tasks + 16.0
+    # Wolfe's per-row test (10 T eps, tolerances.MIN_NORM_TOL_FACTOR) for MGDA, plus the rounding
+    # of a Gramian whose rows cancel (measured up to 130 eps at T = 8 in float32, 1.1e3 at 128).
+    return 64.0 if name in ("upgrad", "dualproj") else 40.0 * num_tasks + 64.0
 
 
 @st.composite

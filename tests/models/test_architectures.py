@@ -285,3 +285,20 @@ def test_mtan_without_batch_norm_is_the_same_function_in_train_and_eval():
 
 def _count(model):
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize("name", _each({"cgc"}))
+def test_conflict_monitor_observes_the_shared_layers_only(name):
+    """The monitor, before a method in the trainer's step, sees exactly the shared layers."""
+    tx = optax.chain(analysis.conflict_monitor(every=1, num_tasks=T), mtlx.ew(), optax.adam(1e-2))
+    fns = make_train_step(_model(name), TASKS, tx, steps_per_call=2)
+    state, _ = fns.step(fns.init(), jax.tree.map(lambda x: np.stack([x] * 2), _batch()))
+    summary = analysis.layer_conflict_summary(state.opt_state)
+    _, params, _ = _split(name)
+    shared = {
+        layer_of_path(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+        if models.is_shared(p)
+    }
+    assert set(summary) - {"<all shared>"} == shared
+    assert summary["<all shared>"]["observations"] == 2 * T * (T - 1) // 2  # steps x task pairs

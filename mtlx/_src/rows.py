@@ -8,6 +8,7 @@ method.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,3 +75,19 @@ def with_heads(
 def combine_own(rows: Rows, weights: jax.Array) -> list[jax.Array]:
     """``sum_t weights[t] J_t`` on the shared leaves; each head its own task's gradient."""
     return with_heads(rows, [weighted_sum(weights, x) for x in rows.shared])
+
+
+def row_norms(leaves: Iterable[jax.Array], num_tasks: int, dtype: Any) -> jax.Array:
+    """``(T,)`` norms of the rows spread over ``leaves`` (each ``(T, ...)``), without overflow.
+
+    ``||x_t|| = m_t sqrt(sum (x_t / m_t)^2)`` with ``m_t`` the row's largest ``|entry|``: the
+    squares of entries above ~1e19 would overflow float32 (DB-MTL's log-loss gradients
+    ``g_t / L_t`` reach that when a loss is small and a gradient large).
+    """
+    leaves = [x.reshape(num_tasks, -1).astype(dtype) for x in leaves]
+    if not leaves:
+        return jnp.zeros((num_tasks,), dtype)
+    largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x), axis=1) for x in leaves])
+    safe = jnp.where(largest > 0, largest, 1.0)[:, None]
+    sums = sum(jnp.sum(jnp.square(x / safe), axis=1) for x in leaves)
+    return largest * jnp.sqrt(sums)

@@ -11,7 +11,7 @@ import optax
 
 from mtlx._src import checks
 from mtlx._src.jacobians import weighted_sum
-from mtlx._src.rows import check_per_task, per_task_zeros, scale_rows, with_heads
+from mtlx._src.rows import check_per_task, per_task_zeros, row_norms, scale_rows, with_heads
 from mtlx._src.tolerances import REFERENCE_EPS
 from mtlx._src.weighting import Rows, rows_transform
 
@@ -28,7 +28,11 @@ def db_mtl_weights(sq_norms: jax.Array) -> jax.Array:
       ``(T,)`` weights that give every :math:`\alpha_t m_t` the largest norm (0 for zero rows:
       ``0 / 1e-8`` times a zero row).
     """
-    norms = jnp.sqrt(jnp.maximum(sq_norms, 0.0))
+    return db_mtl_balance(jnp.sqrt(jnp.maximum(sq_norms, 0.0)))
+
+
+def db_mtl_balance(norms: jax.Array) -> jax.Array:
+    """:func:`db_mtl_weights` from the norms themselves (their squares may overflow)."""
     return jnp.max(norms) / (norms + REFERENCE_EPS)  # LibMTL's guard
 
 
@@ -117,8 +121,8 @@ def db_mtl(
                 m = g + jnp.asarray(beta_k, m.dtype) * (m - g)
             new_buffer.append(m)
         shared_buffer = [m for m, shared in zip(new_buffer, rows.shared_mask) if shared]
-        sq_norms = sum(jnp.sum(m.reshape(num_tasks, -1) ** 2, axis=1) for m in shared_buffer)
-        alpha = db_mtl_weights(jnp.zeros((num_tasks,)) + sq_norms)
+        norms = row_norms(shared_buffer, num_tasks, jnp.result_type(*shared_buffer))
+        alpha = db_mtl_balance(norms)
         shared_out = [
             weighted_sum(alpha, m).astype(x.dtype) for x, m in zip(rows.shared, shared_buffer)
         ]

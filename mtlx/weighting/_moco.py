@@ -13,7 +13,7 @@ from optax.projections import projection_simplex
 from mtlx._src import checks
 from mtlx._src.jacobians import leaf_gramian, weighted_sum
 from mtlx._src.methods import uniform_weights
-from mtlx._src.rows import check_per_task, per_task_zeros, scale_rows, with_heads
+from mtlx._src.rows import check_per_task, per_task_zeros, row_norms, scale_rows, with_heads
 from mtlx._src.tolerances import REFERENCE_EPS
 from mtlx._src.weighting import Rows, rows_transform
 
@@ -162,16 +162,9 @@ def moco(
         mask = rows.shared_mask
         dtype = state.weights.dtype
         if normalize:
-            sq_norms = sum(
-                (
-                    jnp.sum(jnp.square(g.reshape(num_tasks, -1).astype(y.dtype)), axis=1)
-                    for g, y, s in zip(row_leaves, tracked_leaves, mask)
-                    if s
-                ),
-                start=jnp.zeros((num_tasks,), dtype),
-            )
-            # LibMTL's normalisation L_t g_t / (||g_t|| + 1e-8).
-            scale = rows.losses.astype(dtype) / (jnp.sqrt(sq_norms) + REFERENCE_EPS)
+            shared_rows = [g for g, s in zip(row_leaves, mask) if s]
+            norms = row_norms(shared_rows, num_tasks, dtype)  # squares may overflow float32
+            scale = rows.losses.astype(dtype) / (norms + REFERENCE_EPS)
         else:
             scale = jnp.ones((num_tasks,), dtype)
 

@@ -187,6 +187,13 @@ def check_against_params(updates: Any, params: PyTree, method: str) -> None:
         rows, jac_def = None, updates.treedef
     else:
         rows, jac_def = updates, jax.tree.structure(updates)
+    if jac_def != param_def and jac_def.num_leaves == 0 and param_def.num_leaves > 0:
+        raise ValueError(
+            f"mtlx.{method}: the Jacobian has no leaves but params has {param_def.num_leaves}. "
+            "nnx.Optimizer.update keeps only the nnx.State in what it is given and drops an mtlx "
+            "Jacobian: use mtlx.training.MultiTaskOptimizer (an nnx.Optimizer that takes it), or "
+            "call tx.update(jac, opt_state, params, task_losses=losses) yourself."
+        )
     if jac_def != param_def:
         raise ValueError(
             f"mtlx.{method}: the Jacobian's tree structure does not match params'. Is the "

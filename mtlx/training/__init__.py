@@ -15,7 +15,10 @@
   configs over seeds and reports mean ± std and paired differences with confidence intervals;
   :class:`Checkpointer`: orbax checkpoints that resume bit-exactly; :mod:`~mtlx.training.sharding`:
   data-parallel meshes and the Jacobian's task axis over devices; :mod:`~mtlx.training.distributed`:
-  one run over several processes or hosts (``jax.distributed``).
+  one run over several processes or hosts (``jax.distributed``);
+* Flax NNX's stateful route: :func:`model_value_and_jacobian` (the Jacobian of an ``nnx.Module``,
+  its BatchNorm statistics updated in place) and :class:`MultiTaskOptimizer` (an
+  ``nnx.Optimizer`` that takes the Jacobian).
 
 This package needs the ``train`` extra (flax, orbax-checkpoint, tqdm).
 """
@@ -40,6 +43,7 @@ from mtlx.training.kinds import (
 from mtlx.training.loop import NonFiniteLossError, RunResult, evaluate, train
 from mtlx.training.losses import per_example_losses, task_losses
 from mtlx.training.metrics import DELTA_M_CONVENTION, delta_m, finalize, metric_stats
+from mtlx.training.nnx_optimizer import MultiTaskOptimizer, model_value_and_jacobian
 from mtlx.training.sharding import make_mesh, shard_batch
 from mtlx.training.step import (
     StepContext,
@@ -65,6 +69,7 @@ __all__ = [
     "Dataset",
     "Depth",
     "FunctionalModel",
+    "MultiTaskOptimizer",
     "NonFiniteLossError",
     "Normal",
     "Regression",
@@ -95,6 +100,7 @@ __all__ = [
     "make_train_step",
     "make_tx",
     "metric_stats",
+    "model_value_and_jacobian",
     "per_example_losses",
     "register_dataset",
     "register_kind",

@@ -130,10 +130,11 @@ class PerTaskHeads(nnx.Module):
     Their parameters have no task axis; they are task-specific by path (they live under
     ``heads``, see :func:`is_shared`).
 
-    .. note::
-      :func:`mtlx.value_and_jacobian` expects task-specific leaves to carry a leading T axis, so
-      with these heads use :func:`mtlx.value_and_jacobian_through_features` (encoder and heads as
-      separate parameter sets), or keep the heads in the shared set.
+    :func:`mtlx.value_and_jacobian` takes them as they are: a task-specific leaf may belong to
+    one task as a whole (only that task's loss depends on it), so the gradient of the summed
+    losses is each head's own task's gradient (SegNet's segmentation, depth and normal heads are
+    trained this way). Stacked :class:`TaskHeads` are faster (the T heads run as one batched
+    computation) where the heads have one shape.
 
     Args:
       heads: ``{task name: module}``; the output tuple follows this order.

@@ -106,16 +106,21 @@ def _tail(logs) -> str:
     return "\n".join(text)
 
 
+def _kill(procs) -> None:
+    """SIGKILL what still runs (jax.distributed catches SIGTERM as a preemption notice)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _finish(procs, outs, logs) -> list[dict]:
     deadline = time.monotonic() + TIMEOUT
     try:
         for p in procs:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill(procs)
     assert all(p.returncode == 0 for p in procs), _tail(logs)
     results = []
     for out in outs:
@@ -129,10 +134,12 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiprocess")
     two = {**RUNS}
     two["pcgrad_task4"] = {**RUNS["pcgrad_task4"], **CHECKPOINTED, "workdir": str(tmp / "whole")}
-    started = time.monotonic()
-    multi = _finish(*_launch(tmp, "two", two, processes=2))
-    one = _finish(*_launch(tmp, "one", RUNS, processes=1))[0]
-    return {"tmp": tmp, "one": one, "multi": multi, "seconds": time.monotonic() - started}
+    both = _launch(tmp, "two", two, processes=2), _launch(tmp, "one", RUNS, processes=1)
+    try:  # side by side: 3 processes
+        multi, (one,) = (_finish(*launched) for launched in both)
+    finally:
+        _kill(p for procs, _, _ in both for p in procs)
+    return {"tmp": tmp, "one": one, "multi": multi}
 
 
 @needs_gloo
@@ -207,10 +214,7 @@ def test_killed_two_process_run_resumes_bit_exactly_through_the_cli(runs):
         for p in procs:
             p.wait(timeout=TIMEOUT)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill(procs)
     assert all(p.returncode == 0 for p in procs), _tail(logs)
     said = [open(log).read() for log in logs]
     assert "resumed from step 20" in said[0] and "resumed from step" not in said[1]

@@ -334,7 +334,7 @@ def parse_method_spec(text: str) -> tuple[str, dict[str, Any]]:
 
 def resolve_baselines(args: argparse.Namespace, config: Any) -> dict[str, dict[str, float]] | None:
     """The single-task baselines ``--baselines`` asks for (training them if needed), or None."""
-    from mtlx.training import datasets, load_baselines, single_task_baselines
+    from mtlx.training import datasets, distributed, load_baselines, single_task_baselines
 
     choice = args.baselines
     if choice == "none":
@@ -345,14 +345,16 @@ def resolve_baselines(args: argparse.Namespace, config: Any) -> dict[str, dict[s
         return dict(config.baselines)
     ds = datasets.load(config.dataset, **config.dataset_kwargs)
     num_tasks = len(ds.tasks)
+    # In a multi-process run every process trains the baselines; process 0 alone says so.
+    say = print if distributed.is_writer() else (lambda *a, **k: None)
     if choice == "auto" and num_tasks > MAX_AUTO_BASELINE_TASKS:
-        print(
+        say(
             f"no Δm: {num_tasks} tasks would need {num_tasks} single-task runs; pass "
             "--baselines train (or --baselines FILE) to get it.",
             file=sys.stderr,
         )
         return None
-    print(
+    say(
         f"training {num_tasks} single-task baselines for Δm (each task alone: scalarization with "
         "a one-hot weight, same model and budget; --baselines none skips this)...",
         file=sys.stderr,

@@ -38,8 +38,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 METHODS = ("(bare jacobian)", "pcgrad", "upgrad")
-# UPGrad's step at T = 40 on a 4-device task-sharded CPU mesh does not finish (one process or two;
-# at T = 4, or on 2 devices, it does): left out of the default until that is fixed.
+# UPGrad's step at T = 40 on a 4-device CPU mesh (one process or two, task axis sharded or not)
+# deadlocks (at T = 16, or on 2 devices, it runs): left out of the default until that is fixed.
 DEFAULT_METHODS = ("(bare jacobian)", "pcgrad")
 LAYOUTS = {"one process": (1, 4), "two processes": (2, 2)}  # processes, devices per process
 

@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--model",
-        help="a factory in mtlx.models (mlp_hps, lenet_hps, resnet18_hps, segnet_mtl)",
+        help=(
+            "a factory in mtlx.models: hard sharing (mlp_hps, lenet_hps, resnet18_hps, "
+            "narrow_resnet_hps, segnet_mtl) or an architecture (mmoe, cgc, ple, dselect_k, "
+            "cross_stitch, nddr_cnn, mtan, ltb)"
+        ),
         default=None,
     )
     add(

@@ -138,3 +138,58 @@ def test_a_jacobian_through_plain_nnx_optimizer_is_refused_by_nnx():
     optimizer = nnx.Optimizer(model, _tx(), wrt=nnx.Param)
     with pytest.raises(ValueError, match="MultiTaskOptimizer"):
         optimizer.update(model, jac, task_losses=jnp.ones(T))
+
+
+def test_the_linen_train_state_route_from_the_readme():
+    """Linen + TrainState: the step taken from its parts, batch statistics through has_aux."""
+    import flax.linen as nn
+    from flax.training import train_state
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = True):
+            h = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(16)(x)))
+            return tuple(nn.Dense(10, name=f"heads_{t}")(h) for t in range(T))
+
+    net = Net()
+    batch = _batch(0)
+    x = batch["x"].reshape(16, -1)
+    variables = net.init(jax.random.key(0), x)
+    state = train_state.TrainState.create(apply_fn=net.apply, params=variables["params"], tx=_tx())
+    stats = variables["batch_stats"]
+
+    def loss_fn(params, stats):
+        outputs, updates = net.apply(
+            {"params": params, "batch_stats": stats}, x, mutable=["batch_stats"]
+        )
+        losses = jnp.stack(
+            [
+                optax.softmax_cross_entropy_with_integer_labels(y, batch["y"][:, t]).mean()
+                for t, y in enumerate(outputs)
+            ]
+        )
+        return losses, updates["batch_stats"]
+
+    heads_are_task_specific = lambda path, leaf: "heads_" not in jax.tree_util.keystr(path)  # noqa: E731
+
+    @jax.jit
+    def step(state, stats):
+        (losses, stats), jac = mtlx.value_and_jacobian(
+            loss_fn, shared=heads_are_task_specific, has_aux=True
+        )(state.params, stats)
+        updates, opt_state = state.tx.update(jac, state.opt_state, state.params, task_losses=losses)
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+        )
+        return state, stats, jac
+
+    new_state, new_stats, jac = step(state, stats)
+    assert int(new_state.step) == 1
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, new_stats, stats))  # statistics moved
+    assert sum(not s for s in jac.shared_mask) == 2 * T  # each head's kernel and bias
+    # A head's update is its own task's gradient, as MGDA leaves task-specific leaves alone.
+    grad_0 = jax.grad(lambda p: loss_fn(p, stats)[0][0])(state.params)["heads_0"]["kernel"]
+    moved = state.params["heads_0"]["kernel"] - new_state.params["heads_0"]["kernel"]
+    np.testing.assert_allclose(moved, 0.1 * grad_0, rtol=1e-4, atol=1e-6)

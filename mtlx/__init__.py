@@ -11,6 +11,7 @@
 
 from mtlx.analysis.monitor import ConflictMonitorState, conflict_monitor, layer_conflict_counts
 from mtlx.jacobian import (
+    FeatureJacobian,
     Jacobian,
     LinearizedJacobian,
     ScaledJacobian,
@@ -31,6 +32,7 @@ __all__ = [
     "ConflictMonitorState",
     "conflict_monitor",
     "layer_conflict_counts",
+    "FeatureJacobian",
     "Jacobian",
     "LinearizedJacobian",
     "ScaledJacobian",

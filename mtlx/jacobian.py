@@ -18,12 +18,13 @@ is each task's own gradient, and one VJP gives it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 from mtlx._src.jacobians import (
+    FeatureJacobian,
     Jacobian,
     LinearizedJacobian,
     ScaledJacobian,
@@ -32,6 +33,7 @@ from mtlx._src.jacobians import (
 )
 
 __all__ = [
+    "FeatureJacobian",
     "Jacobian",
     "LinearizedJacobian",
     "ScaledJacobian",
@@ -215,6 +217,7 @@ def value_and_jacobian_through_features(
     *,
     has_aux: bool = False,
     chunk_size: int | None = None,
+    gramian: Literal["params", "features"] = "params",
 ) -> Callable[..., tuple[Any, Jacobian]]:
     r"""The Jacobian of ``heads(encoder(x))`` through the shared features.
 
@@ -222,17 +225,32 @@ def value_and_jacobian_through_features(
     pulled back along those T feature cotangents by one batched VJP. Head parameters are
     task-specific (they get their own task's gradient); encoder parameters are shared.
 
+    ``gramian="features"`` switches to a DIFFERENT, cheaper algorithm (not the same one faster):
+    the returned :class:`~mtlx.FeatureJacobian`'s Gramian is the feature Gramian
+    ``G_Z[s, t] = <dL_s/dZ, dL_t/dZ>`` (summed over the batch and feature axes; T head VJPs, no
+    encoder backward pass), so a Gramian method computes its weights from the representation's
+    geometry, not the encoder parameters', and its update ``combine(w)`` is ONE encoder backward
+    pass of ``sum_t w_t L_t`` plus the heads' own gradients. That is MGDA-UB (Sener & Koltun,
+    NeurIPS 2018) and LibMTL's ``rep_grad=True``, for every method that reads only the Gramian;
+    the weights differ from the parameter-space ones in general. Row-reading methods still get the
+    exact parameter-space rows (T encoder backward passes).
+
     Args:
       encoder_fn: ``encoder_fn(encoder_params, *args) -> features`` (any pytree).
       heads_fn: ``heads_fn(head_params, features, *args) -> (T,) losses`` (``(losses, aux)`` with
         ``has_aux``).
       has_aux: whether ``heads_fn`` also returns auxiliary data.
       chunk_size: as in :func:`value_and_jacobian`.
+      gramian: ``"params"`` (the Gramian of the encoder-parameter gradients, a
+        :class:`LinearizedJacobian`) or ``"features"`` (the feature Gramian, a
+        :class:`~mtlx.FeatureJacobian`; see above).
 
     Returns:
       A function ``(params, *args) -> (losses, jacobian)`` with
       ``params = {"encoder": encoder_params, "heads": head_params}``.
     """
+    if gramian not in ("params", "features"):
+        raise ValueError(f"gramian must be 'params' or 'features'; got {gramian!r}.")
 
     def value_and_jacobian_fn(params: PyTree, *args: Any):
         if set(params) != {"encoder", "heads"}:
@@ -247,7 +265,6 @@ def value_and_jacobian_through_features(
         else:
             losses, heads_vjp = jax.vjp(head_loss, params["heads"], features)
         losses = _check_losses(losses)
-        vjp_fn = jax.tree_util.Partial(_compose_vjps, encoder_vjp, heads_vjp)
         treedef = jax.tree.structure(params)
         mask = shared_mask(
             params,
@@ -256,7 +273,11 @@ def value_and_jacobian_through_features(
                 "heads": jax.tree.map(lambda _: False, params["heads"]),
             },
         )
-        jac = LinearizedJacobian(vjp_fn, losses, treedef, mask, chunk_size)
+        if gramian == "features":
+            jac = FeatureJacobian(encoder_vjp, heads_vjp, losses, treedef, mask, chunk_size)
+        else:
+            vjp_fn = jax.tree_util.Partial(_compose_vjps, encoder_vjp, heads_vjp)
+            jac = LinearizedJacobian(vjp_fn, losses, treedef, mask, chunk_size)
         return ((losses, aux) if has_aux else losses), jac
 
     return value_and_jacobian_fn

@@ -1,14 +1,17 @@
 """The per-task Jacobian as weighting methods see it: ask for rows, the Gramian, or ``sum_t w_t J_t``.
 
-Two implementations share one interface:
+These implementations share one interface:
 
 * :class:`StackedJacobian` wraps a plain pytree whose leaves carry a leading task axis ``(T, ...)``
   (what a user builds by hand, or ``jax.jacrev`` returns).
 * :class:`LinearizedJacobian` holds the VJP of the loss vector (``jax.vjp`` returns a pytree, so
   the object passes through ``optax.chain``, ``jax.jit`` and ``jax.lax.scan``) and computes only
   what a method asks for: ``combine(w)`` is ONE backward pass, rows are traced only when asked.
+* :class:`FeatureJacobian` (``value_and_jacobian_through_features(..., gramian="features")``)
+  is a different, cheaper algorithm: its Gramian is that of the per-task gradients with respect
+  to the shared features (MGDA-UB), its ``combine(w)`` one encoder backward pass.
 
-Both know which parameter leaves are *shared* (they get the aggregated gradient) and which are
+Each knows which parameter leaves are *shared* (they get the aggregated gradient) and which are
 *task-specific* (used by one task: a head of its own, or a leading T axis whose slice t only task
 t uses, e.g. stacked heads or Recon-split layers): those get their own task's gradient and never
 enter the Gramian.
@@ -346,6 +349,105 @@ class LinearizedJacobian(Jacobian):
         own = self._vjp_leaves(heads)
         out = [w if s else o for w, o, s in zip(weighted, own, self.shared_mask)]
         return jax.tree.unflatten(self.treedef, out)
+
+
+@jax.tree_util.register_pytree_node_class
+class FeatureJacobian(Jacobian):
+    """The Jacobian of ``heads(encoder(x))`` whose Gramian is taken in FEATURE space.
+
+    A different, cheaper algorithm than the parameter-space one, not the same one faster: the
+    Gramian is ``G_Z[s, t] = <dL_s/dZ, dL_t/dZ>`` (summed over the batch and every feature axis)
+    of the per-task gradients with respect to the shared features ``Z``, from T head VJPs
+    batched by ``jax.vmap`` and no encoder backward pass. The encoder rows are
+    ``J_t = (dZ/dtheta)^T dL_t/dZ``, so the parameter-space Gramian is ``J_Z A J_Z^T`` with
+    ``A = (dZ/dtheta)(dZ/dtheta)^T``; ``G_Z`` drops ``A``, and a method's weights from ``G_Z``
+    are in general not its weights from ``J J^T``. This is MGDA-UB (Sener & Koltun, NeurIPS 2018,
+    the upper bound) and LibMTL's ``rep_grad=True``, for every method that reads only the
+    Gramian (LibMTL sums ``dL_t/dZ`` over the batch before its Gramian; this one does not).
+
+    ``combine(w)`` is ONE encoder VJP at the cotangent ``sum_t w_t dL_t/dZ`` (and the heads' VJP:
+    head leaves get ``head_weights``' combination, their own task's gradient under ``"own"``),
+    exactly as :class:`LinearizedJacobian` combines; ``rows()`` are the exact parameter-space
+    rows, T encoder backward passes (``chunk_size`` at a time), so row-reading methods still
+    work, at their usual cost.
+    """
+
+    def __init__(
+        self,
+        encoder_vjp: Callable[[PyTree], tuple[PyTree]],
+        heads_vjp: Callable[[jax.Array], tuple[PyTree, PyTree]],
+        losses: jax.Array,
+        treedef: Any,
+        shared_mask: Sequence[bool],
+        chunk_size: int | None = None,
+    ):
+        self.encoder_vjp = encoder_vjp
+        self.heads_vjp = heads_vjp
+        self.losses = losses
+        self.treedef = treedef
+        self.shared_mask = tuple(shared_mask)
+        self.chunk_size = chunk_size
+        self.num_tasks = losses.shape[0]
+        self._guard = _GUARD
+
+    def tree_flatten(self):
+        # As LinearizedJacobian: the VJPs' residuals are leaves, the guard catches a leaf-wise
+        # transform that changed them.
+        children = (self._guard, self.encoder_vjp, self.heads_vjp, self.losses)
+        return children, (self.treedef, self.shared_mask, self.chunk_size, self.num_tasks)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        jac = object.__new__(cls)
+        jac._guard, jac.encoder_vjp, jac.heads_vjp, jac.losses = children
+        jac.treedef, jac.shared_mask, jac.chunk_size, jac.num_tasks = aux
+        return jac
+
+    check_intact = LinearizedJacobian.check_intact
+    _map_over_tasks = LinearizedJacobian._map_over_tasks
+
+    def _heads(self, cotangent: jax.Array) -> tuple[PyTree, PyTree]:
+        return self.heads_vjp(cotangent.astype(self.losses.dtype))
+
+    def _params_leaves(self, cotangent: jax.Array, heads: jax.Array | None = None) -> list:
+        """The gradient leaves of ``cotangent . L`` (heads: of ``heads . L`` when given)."""
+        head_grads, feature_cotangent = self._heads(cotangent)
+        (encoder_grads,) = self.encoder_vjp(feature_cotangent)
+        if heads is not None:
+            # One more head VJP; under jit XLA drops its unused feature cotangent, so the
+            # encoder is still pulled back once.
+            head_grads, _ = self._heads(heads)
+        return jax.tree.leaves({"encoder": encoder_grads, "heads": head_grads})
+
+    def feature_gradients(self) -> PyTree:
+        """``dL_t / dZ`` for every task: the features' pytree, every leaf ``(T, *leaf_shape)``."""
+        basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
+        return self._map_over_tasks(lambda e: self._heads(e)[1], basis)
+
+    def gramian(self) -> jax.Array:
+        """The feature Gramian ``G_Z = J_Z J_Z^T`` ``(T, T)``, in float32 or wider."""
+        leaves = [
+            x
+            for x in jax.tree.leaves(self.feature_gradients())
+            if jnp.issubdtype(x.dtype, jnp.inexact)
+        ]
+        if not leaves:
+            return jnp.zeros((self.num_tasks,) * 2, gramian_dtype(self.losses.dtype))
+        return sum(leaf_gramian(x) for x in leaves)
+
+    def gramian_and_reusable(self) -> tuple[jax.Array, Jacobian]:
+        # No rows to reuse: the combination is one encoder VJP, whatever the Gramian cost.
+        return self.gramian(), self
+
+    def rows(self) -> PyTree:
+        basis = jnp.eye(self.num_tasks, dtype=self.losses.dtype)
+        return jax.tree.unflatten(self.treedef, self._map_over_tasks(self._params_leaves, basis))
+
+    def combine(self, weights: jax.Array, task_specific: TaskSpecific = "own") -> PyTree:
+        weights = _check_weights(weights, self.num_tasks)
+        heads = head_weights(weights, task_specific)
+        # Encoder leaves are shared, head leaves task-specific (value_and_jacobian_through_features).
+        return jax.tree.unflatten(self.treedef, self._params_leaves(weights, heads))
 
 
 @jax.tree_util.register_pytree_node_class

@@ -154,12 +154,22 @@ class MLPWorkload:
         return x, y
 
     @staticmethod
-    def loss_fn(params, x, y):
+    def encoder_fn(encoder, x, y):
+        del y
         h = x
-        for layer in params["encoder"]:
+        for layer in encoder:
             h = jax.nn.relu(h @ layer["w"] + layer["b"])
-        preds = h @ params["heads"]["w"].T + params["heads"]["b"]
+        return h
+
+    @staticmethod
+    def heads_fn(heads, features, x, y):
+        del x
+        preds = features @ heads["w"].T + heads["b"]
         return jnp.mean((preds - y) ** 2, axis=0)
+
+    @classmethod
+    def loss_fn(cls, params, x, y):
+        return cls.heads_fn(params["heads"], cls.encoder_fn(params["encoder"], x, y), x, y)
 
     def torch_encoder(self):
         import torch
@@ -303,9 +313,18 @@ def is_shared(path, leaf):
     return "heads" not in jax.tree_util.keystr(path)
 
 
-def mtlx_step(workload, transform, materialise_rows: bool = False):
-    """A jitted full step: engine, weighting, Adam, apply."""
-    engine = mtlx.value_and_jacobian(workload.loss_fn, shared=is_shared)
+def mtlx_step(workload, transform, materialise_rows: bool = False, features: bool = False):
+    """A jitted full step: engine, weighting, Adam, apply.
+
+    ``features``: the Gramian of the shared features (``value_and_jacobian_through_features(...,
+    gramian="features")``, MGDA-UB's upper bound generalised): a different, cheaper algorithm.
+    """
+    if features:
+        engine = mtlx.value_and_jacobian_through_features(
+            workload.encoder_fn, workload.heads_fn, gramian="features"
+        )
+    else:
+        engine = mtlx.value_and_jacobian(workload.loss_fn, shared=is_shared)
     tx = optax.chain(transform, optax.adam(1e-4))
 
     def step(params, state, x, y):
@@ -319,8 +338,8 @@ def mtlx_step(workload, transform, materialise_rows: bool = False):
 
 
 class MtlxRunner:
-    def __init__(self, workload, transform, num_tasks, materialise_rows=False):
-        self.tx, self.step = mtlx_step(workload, transform, materialise_rows)
+    def __init__(self, workload, transform, num_tasks, materialise_rows=False, features=False):
+        self.tx, self.step = mtlx_step(workload, transform, materialise_rows, features)
         self.params = workload.init_params(num_tasks)
         self.state = self.tx.init(self.params)
         x, y = workload.make_batch(num_tasks)
@@ -446,6 +465,12 @@ def main(argv=None):
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-torchjd", action="store_true", help="skip the TorchJD comparison")
+    parser.add_argument(
+        "--feature-mode",
+        action="store_true",
+        help="also time every Gramian method with the Gramian of the shared features "
+        "('features:<method>' rows; MLP only): a different, cheaper algorithm",
+    )
     parser.add_argument("--model", default="mlp", choices=sorted(WORKLOADS))
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
     parser.add_argument("--image-size", type=int, default=64, help="ResNet input side in pixels")
@@ -521,6 +546,17 @@ def main(argv=None):
                     runners[name] = MtlxRunner(workload, make_method(name, num_tasks), num_tasks)
                 except Exception as e:  # a method that rejects this T (e.g. Krum at T = 2)
                     print(f"skip {name} at T={num_tasks}: {type(e).__name__}: {e}", file=sys.stderr)
+        if args.feature_mode:
+            if not hasattr(workload, "encoder_fn"):
+                parser.error("--feature-mode needs a workload split into encoder and heads (mlp)")
+            for name in methods:
+                if name not in runners or name.startswith("("):
+                    continue
+                method = make_method(name, num_tasks)
+                weighting = getattr(method, "weighting", None)
+                if getattr(weighting, "reads", None) != "gramian":
+                    continue  # loss-only or row methods: feature mode changes nothing or little
+                runners[f"features:{name}"] = MtlxRunner(workload, method, num_tasks, features=True)
         if use_torchjd:
             for name in ["(bare jacobian)", *methods]:
                 if name in TORCHJD and name in runners:
@@ -541,7 +577,11 @@ def main(argv=None):
             kind = (
                 "loss-only"
                 if name in LOSS_ONLY
-                else ("reference" if name.startswith("(") else "gradient")
+                else (
+                    "reference"
+                    if name.startswith("(")
+                    else ("feature Gramian" if name.startswith("features:") else "gradient")
+                )
             )
             row = {
                 "num_tasks": num_tasks,

@@ -24,6 +24,7 @@ Fields:
   dtypes: the Jacobian dtypes the method must accept (update in that dtype, finite).
 """
 
+import functools
 import inspect
 import re
 
@@ -236,6 +237,16 @@ def static_args(entry):
     if unknown or (not names and match.group(1).strip() != "none"):
         raise ValueError(f"mtlx.{entry['name']}: unreadable static arguments {match.group(1)!r}.")
     return names
+
+
+@functools.cache
+def make_jitted(name, num_tasks):
+    """``(tx, jax.jit(tx.update))`` of the method ``name`` for ``num_tasks`` tasks, built once."""
+    import jax
+
+    entry = next(e for e in entries() if e["name"] == name)
+    tx = make(entry, num_tasks)
+    return tx, jax.jit(tx.update)
 
 
 def make(entry, num_tasks):

@@ -1,7 +1,5 @@
 """The contract every weighting method keeps (the public protocol), over METHODS_UNDER_TEST."""
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -32,19 +30,12 @@ def _require_tasks(entry, num_tasks):
         pytest.skip(f"{entry['name']} needs at least {entry['min_tasks']} tasks")
 
 
-@functools.cache
-def _transform(name, num_tasks):
-    entry = next(e for e in ENTRIES if e["name"] == name)
-    tx = methods_under_test.make(entry, num_tasks)
-    return tx, jax.jit(tx.update)
-
-
 def _losses(num_tasks):
     return jnp.linspace(0.5, 2.0, num_tasks)
 
 
 def _apply(entry, jac, num_tasks, *, jit=True, **extra):
-    tx, jitted = _transform(entry["name"], num_tasks)
+    tx, jitted = methods_under_test.make_jitted(entry["name"], num_tasks)
     update = jitted if jit else tx.update
     state = tx.init(jax.tree.map(lambda x: jnp.zeros(jnp.shape(x)[1:]), jac))  # params-shaped
     return update(jac, state, None, task_losses=_losses(num_tasks), **extra)

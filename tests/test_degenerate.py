@@ -9,7 +9,6 @@ Non-finite input goes through :func:`mtlx.skip_nonfinite`: the update is skipped
 previous one, and the skip is counted.
 """
 
-import functools
 import os
 
 import chex
@@ -67,13 +66,6 @@ def degenerate_inputs(draw, num_tasks):
     return j, losses
 
 
-@functools.cache
-def _jitted(name, num_tasks):
-    entry = next(e for e in ENTRIES if e["name"] == name)
-    tx = methods_under_test.make(entry, num_tasks)
-    return tx, jax.jit(tx.update)
-
-
 def _floating(tree):
     return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
 
@@ -82,7 +74,7 @@ def _floating(tree):
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_finite_shape_and_dtype_on_degenerate_families(entry, dtype):
     num_tasks = _num_tasks(entry)
-    tx, update = _jitted(entry["name"], num_tasks)
+    tx, update = methods_under_test.make_jitted(entry["name"], num_tasks)
     params = jnp.zeros((P,), dtype)
 
     @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
@@ -126,4 +118,3 @@ def test_non_finite_input_is_skipped_and_counted(entry):
     out, state = update(jac, state, None, task_losses=losses)
     chex.assert_tree_all_finite(out)
     assert not bool(state.last_skipped) and int(state.skipped) == 2
-

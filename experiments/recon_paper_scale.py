@@ -24,7 +24,7 @@ Linear candidate layers, 20.5 k shared parameters; ResNet-18 trains too slowly o
    remaining shared parameters falls in the paper's bins (−0.01, −1], (−0.02, −1], (−0.05, −1],
    (−0.1, −1], compared with the joint run of the same method and seed on the same parameters.
 
-Command (22.6 min of CPU time on 2 cores: about 20 min idle, 44 min on a shared machine)::
+Command (13.5 min on an idle 2-core CPU, cold compilation cache; 44 min on a shared one)::
 
   python experiments/recon_paper_scale.py --out experiments/results/recon_paper_scale
 

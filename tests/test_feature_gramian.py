@@ -494,3 +494,23 @@ def test_cagrad_matches_libmtl_on_the_representation(float64_torch, rescale):
     references.assert_parity(updates["encoder"]["w1"], grads_libmtl["encoder"]["w1"])
     references.assert_parity(updates["encoder"]["w2"], grads_libmtl["encoder"]["w2"])
     _assert_trees_close(updates["heads"], grads_libmtl["heads"])
+
+
+def test_the_conflict_monitor_hands_a_feature_jacobian_on_as_it_came():
+    """The monitor measures the parameter rows, and the method after it still reads the features'
+    Gramian: the update equals feature-mode MGDA without the monitor."""
+    params, x, y = _model()
+    losses, jac = FEATURE_ENGINE(params, x, y)
+    plain = mtlx.mgda()
+    monitored = optax.chain(mtlx.conflict_monitor(num_tasks=T), mtlx.mgda())
+    expected, _ = jax.jit(plain.update)(jac, plain.init(params), params, task_losses=losses)
+    update, state = jax.jit(monitored.update)(
+        jac, monitored.init(params), params, task_losses=losses
+    )
+    _assert_trees_close(update, expected)
+    assert mtlx.layer_conflict_counts(state)  # the monitor observed the parameter rows
+    # With the parameter engine the monitor hands its rows on, as before.
+    _, param_jac = PARAMS_ENGINE(params, x, y)
+    assert param_jac.rows_stand_in and not jac.rows_stand_in
+    scale = mtlx.random_row_weights("dirichlet", seed=0)
+    assert not scale.update(jac, scale.init(params), params)[0].rows_stand_in

@@ -85,6 +85,14 @@ class Jacobian(metaclass=_JacobianType):
     shared_mask: tuple[bool, ...]
     treedef: Any
 
+    @property
+    def rows_stand_in(self) -> bool:
+        """Whether :meth:`materialize` may replace this Jacobian for a method that follows: its
+        rows give the same Gramian and combination. False where the Gramian is not the rows'
+        (:class:`FeatureJacobian`), so that a transform reading the rows (the conflict monitor)
+        hands the Jacobian on as it came."""
+        return True
+
     def rows(self) -> PyTree:
         """Every leaf with a leading task axis: leaf ``t`` is ``d L_t / d params``."""
         raise NotImplementedError
@@ -390,6 +398,10 @@ class FeatureJacobian(Jacobian):
         self.num_tasks = losses.shape[0]
         self._guard = _GUARD
 
+    @property
+    def rows_stand_in(self) -> bool:
+        return False  # its Gramian is the features', not the rows'
+
     def tree_flatten(self):
         # As LinearizedJacobian: the VJPs' residuals are leaves, the guard catches a leaf-wise
         # transform that changed them.
@@ -481,6 +493,10 @@ class ScaledJacobian(Jacobian):
             base.treedef,
         )
         return jac
+
+    @property
+    def rows_stand_in(self) -> bool:
+        return self.base.rows_stand_in
 
     def check_intact(self, method: str) -> None:
         self.base.check_intact(method)

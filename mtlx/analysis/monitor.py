@@ -194,10 +194,12 @@ def conflict_monitor(
         if every == 1:
             # Materialise the rows once and hand them on by value: the weighting that follows
             # reads these rows (its Gramian, its combination) instead of computing them again.
-            jac = jac.materialize()
-            new_state = observe(jac, state)
-            if isinstance(updates, jacobians.Jacobian):
-                updates = jac  # a plain task-stacked pytree is passed on as it came
+            rows = jac.materialize()
+            new_state = observe(rows, state)
+            if isinstance(updates, jacobians.Jacobian) and jac.rows_stand_in:
+                updates = rows  # a plain task-stacked pytree is passed on as it came
+            # A feature-space Jacobian is handed on as it came: its method must read the
+            # features' Gramian, not the rows' (the monitor itself measures the parameter rows).
         else:
             # Rows are computed only inside the monitored branch; the Jacobian passes on lazy.
             new_state = jax.lax.cond(state.count % every == 0, observe, lambda j, s: s, jac, state)

@@ -626,6 +626,11 @@ def is_shared(path, leaf):
     return "heads" not in jax.tree_util.keystr(path)
 
 
+# jax.jit compiler options of every mtlx step: mtlx.jit_compiler_options() (what mtlx's trainer
+# uses), or XLA's defaults with --xla-defaults.
+COMPILER_OPTIONS: dict | None = None
+
+
 def mtlx_step(
     workload,
     transform,
@@ -654,7 +659,8 @@ def mtlx_step(
         updates, state = tx.update(jac, state, params, task_losses=losses)
         return optax.apply_updates(params, updates), state
 
-    return tx, jax.jit(step, donate_argnums=(0, 1))
+    options = mtlx.jit_compiler_options() if COMPILER_OPTIONS is None else COMPILER_OPTIONS
+    return tx, jax.jit(step, donate_argnums=(0, 1), compiler_options=options)
 
 
 def xla_memory(compiled) -> dict:
@@ -927,7 +933,13 @@ def render_markdown(meta: dict, rows: list[dict]) -> str:
         f"float32 precision '{meta['precision']}'; median (and p90) of single steps over "
         f"{meta['rounds']} interleaved rounds of {meta['steps_per_round']} steps after warm-up"
         + (f" (cut to {rounds_short} rounds by the time budget)" if rounds_short else "")
-        + f"; warm-up = compile + {meta['warmup_steps']} steps. Targets: gradient methods <= 1.25x "
+        + f"; warm-up = compile + {meta['warmup_steps']} steps; mtlx steps compiled with "
+        + (
+            f"compiler options {meta['compiler_options']}"
+            if meta.get("compiler_options")
+            else "XLA's default options"
+        )  # fmt: skip
+        + ". Targets: gradient methods <= 1.25x "
         "the bare Jacobian step; loss-only methods <= 1.15x EW."
         + (f" Peak device memory of the whole process: {peak:.1f} GiB." if peak else "")
         + (
@@ -1098,12 +1110,20 @@ def main(argv=None):
         action="store_true",
         help="check the command line: print the variants each T would time, build nothing",
     )
+    parser.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="compile the mtlx steps with XLA's default options instead of "
+        "mtlx.jit_compiler_options() (on CPU: YNNPACK's dot fusions left on)",
+    )
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
     parser.add_argument(
         "--tag", default="", help="suffix of the result files: step_<platform>_<model>[_<tag>]"
     )
     args = parser.parse_args(argv)
     start_time = time.monotonic()
+    global COMPILER_OPTIONS
+    COMPILER_OPTIONS = {} if args.xla_defaults else None
 
     methods = public_methods() if args.methods == "all" else args.methods.split(",")
     unknown = [m for m in methods if m not in public_methods()]
@@ -1165,6 +1185,7 @@ def main(argv=None):
         meta = {
             "device": device_name,
             "precision": args.precision,
+            "compiler_options": {} if args.xla_defaults else mtlx.jit_compiler_options(),
             "peak_device_memory_gib": peak / 2**30 if peak else None,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "cpu_count": os.cpu_count(),

@@ -9,6 +9,7 @@
   params = optax.apply_updates(params, updates)
 """
 
+from mtlx._src.compiler import jit_compiler_options
 from mtlx.analysis.monitor import ConflictMonitorState, conflict_monitor, layer_conflict_counts
 from mtlx.jacobian import (
     FeatureJacobian,
@@ -39,6 +40,7 @@ __all__ = [
     "StackedJacobian",
     "as_jacobian",
     "jacobian_rows",
+    "jit_compiler_options",
     "shared_mask",
     "value_and_jacobian",
     "value_and_jacobian_per_task",

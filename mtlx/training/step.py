@@ -192,6 +192,7 @@ def make_train_step(
     shared: Any = None,
     observe: Callable[[StepContext], PyTree] | None = None,
     scan: bool = True,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> TrainStep:
     """Builds the jitted multi-task training step for ``model`` and the optax chain ``tx``.
 
@@ -230,6 +231,10 @@ def make_train_step(
         either way). XLA:CPU runs convolutions and batched VJPs (Jacobian rows) inside a loop
         several times slower than outside one: prefer ``False`` for such models on CPU. With
         ``steps_per_call=1`` there is no loop.
+      compiler_options: ``jax.jit``'s compiler options for the step; default
+        :func:`mtlx.jit_compiler_options` for the mesh's (or the default) backend. Pass ``{}``
+        when the step runs inside another ``jax.jit`` (nested jits take none) and give the
+        options to that one.
 
     Returns:
       A :class:`TrainStep`.
@@ -313,10 +318,14 @@ def make_train_step(
         return sharding_lib.replicate(state, mesh) if mesh is not None else state
 
     donate_argnums = (0,) if donate else ()
+    if compiler_options is None:
+        platform = mesh.devices.flat[0].platform if mesh is not None else None
+        compiler_options = mtlx.jit_compiler_options(platform)
+    options = dict(compiler_options)
     if scan and steps_per_call > 1:
-        step = jax.jit(scanned, donate_argnums=donate_argnums)
+        step = jax.jit(scanned, donate_argnums=donate_argnums, compiler_options=options)
     else:
-        single = jax.jit(one_step, donate_argnums=donate_argnums)
+        single = jax.jit(one_step, donate_argnums=donate_argnums, compiler_options=options)
 
         def step(state: TrainState, batches: Batch) -> tuple[Any, ...]:
             # One jitted step per batch, dispatched without waiting for the previous one: the

@@ -223,6 +223,7 @@ def train_sweep(
         steps_per_call=config.steps_per_call,
         chunk_size=config.chunk_size,
         donate=False,
+        compiler_options={},  # runs inside the sweep's jit, which takes them
     )
     eval_step = step_lib.make_eval_step(model, tasks, input_key=ds.input_key)
     one = train_step.init()
@@ -232,7 +233,11 @@ def train_sweep(
             lambda m, o: one._replace(opt_state=_set_hyperparams(one.opt_state, m, o)),
         )
     )(method_values, optimizer_values)
-    step = jax.jit(jax.vmap(train_step.step, in_axes=(0, None)), donate_argnums=(0,))
+    step = jax.jit(
+        jax.vmap(train_step.step, in_axes=(0, None)),
+        donate_argnums=(0,),
+        compiler_options=mtlx.jit_compiler_options(),
+    )
     batcher = data.batches(ds.train, config.batch_size, seed=config.seed)
     done = 0
     while done < config.num_steps:

@@ -1,8 +1,21 @@
+import importlib.metadata
 import os
 import tempfile
 
-import hypothesis
-import jax
+# XLA:CPU's YNNPACK dot fusions off, as mtlx.jit_compiler_options() does for mtlx's trainer: the
+# tests compile what the trainer runs. It also keeps YNNPACK fusions out of the workers'
+# persistent-cache writes: twice a worker died with SIGSEGV inside XLA's `executable.serialize()`
+# late in a full run with them on (XLA reuses YNNPACK executables across compilations, our suspect).
+# Set before JAX starts its backend, and only on the jaxlib line that knows the flag (XLA aborts
+# on unknown flags); child processes inherit it.
+_YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+if importlib.metadata.version("jaxlib").startswith("0.10.") and _YNN_OFF.split("=")[0] not in (
+    os.environ.get("XLA_FLAGS", "")
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_YNN_OFF}".strip()
+
+import hypothesis  # noqa: E402
+import jax  # noqa: E402
 
 # Parity and property tests compare against float64 references.
 jax.config.update("jax_enable_x64", True)
@@ -17,6 +30,11 @@ if _cache:
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # The same for the Python processes tests start (fault tolerance, multi-process, CLI runs):
+    # they compile the same programs launch after launch.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 # JAX compiles on an example's first run: a per-example deadline would time XLA, not the property.
 hypothesis.settings.register_profile("dev", deadline=None, max_examples=25)

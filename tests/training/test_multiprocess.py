@@ -61,7 +61,9 @@ def _free_port() -> int:
 def _env(devices: int, cache: str) -> dict:
     return {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        # Appended to the suite's own flags (tests/conftest.py), which the workers keep.
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+        f"--xla_force_host_platform_device_count={devices}".strip(),
         "JAX_PLATFORMS": "cpu",
         # The killed and the resumed run compile what the whole run compiled: reuse it.
         "JAX_COMPILATION_CACHE_DIR": cache,

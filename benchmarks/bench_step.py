@@ -699,9 +699,9 @@ class MtlxRunner:
         )
         self.reads = getattr(getattr(transform, "weighting", None), "reads", None)
         self.params = workload.init_params(num_tasks)
-        # A copy of every leaf: some states init two leaves as one buffer (UW's and IMTL's inner
-        # optimizer mu and rms), which a donated call refuses ("donate the same buffer twice").
-        self.state = jax.tree.map(jnp.copy, self.tx.init(self.params))
+        self.state = self.tx.init(
+            self.params
+        )  # donated: every method's state holds each array once
         x, y = workload.make_batch(num_tasks)
         self.x, self.y = jnp.asarray(x), jax.tree.map(jnp.asarray, y)
         self.step, self.memory = None, {}

@@ -149,3 +149,12 @@ def test_cagrad_rescale_may_be_injected(rescale):
     chex.assert_trees_all_close(_run(tx, jacs), expected, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="rescale"):
         mtlx.cagrad(rescale=3)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_init_state_holds_each_array_once(entry):
+    """A step that donates its optimizer state (``jax.jit(step, donate_argnums=...)``, as mtlx's
+    trainer does) fails with "donate the same buffer twice" when one array fills two fields."""
+    tx = methods_under_test.make(entry, _tasks(entry))
+    arrays = [x for x in jax.tree.leaves(tx.init(jnp.zeros((P,)))) if isinstance(x, jax.Array)]
+    assert len({id(x) for x in arrays}) == len(arrays)

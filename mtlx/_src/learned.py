@@ -75,8 +75,10 @@ def overflow_safe_adam(
     """
 
     def init(params: optax.Params) -> OverflowSafeAdamState:
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return OverflowSafeAdamState(jnp.zeros((), jnp.int32), zeros, zeros)
+        # Two trees of their own: one array in both fields would be donated twice by a step
+        # that donates its optimizer state ("donate the same buffer twice").
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+        return OverflowSafeAdamState(jnp.zeros((), jnp.int32), zeros(), zeros())
 
     def update(updates, state, params=None):
         del params

@@ -141,13 +141,13 @@ def excess_mtl(
     checks.nonnegative_int("n_warmup_steps", n_warmup_steps)
 
     def init(params) -> ExcessMTLState:
-        zeros = jnp.zeros((num_tasks,), state_dtype())
+        zeros = lambda: jnp.zeros((num_tasks,), state_dtype())  # one array per field (donation)
         return ExcessMTLState(
             count=jnp.zeros((), jnp.int32),
             weights=uniform_weights(num_tasks),
             sq_grad_sum=per_task_zeros(params, num_tasks, "excess_mtl"),
-            baseline=zeros,
-            warmup_sum=zeros,
+            baseline=zeros(),
+            warmup_sum=zeros(),
         )
 
     def weights(stats: Stats, state: ExcessMTLState) -> tuple[jax.Array, ExcessMTLState]:

@@ -145,8 +145,10 @@ def famo(
 
     def init(params) -> FAMOState:
         del params
-        zeros = jnp.zeros((num_tasks,))
-        return FAMOState(*init_learned(logits_opt, zeros), zeros, has_previous=jnp.zeros((), bool))
+        zeros = lambda: jnp.zeros((num_tasks,))  # one array per field: steps may donate the state
+        return FAMOState(
+            *init_learned(logits_opt, zeros()), zeros(), has_previous=jnp.zeros((), bool)
+        )
 
     def weights(stats: Stats, state: FAMOState) -> tuple[jax.Array, FAMOState]:
         losses = stats.losses

@@ -117,8 +117,8 @@ def gradnorm(
 
     def init(params) -> GradNormState:
         del params
-        zeros = jnp.zeros((num_tasks,))
-        return GradNormState(*init_learned(opt, zeros), zeros, count=jnp.zeros((), jnp.int32))
+        zeros = lambda: jnp.zeros((num_tasks,))  # one array per field: steps may donate the state
+        return GradNormState(*init_learned(opt, zeros()), zeros(), count=jnp.zeros((), jnp.int32))
 
     def weights(stats: Stats, state: GradNormState) -> tuple[jax.Array, GradNormState]:
         dtype = state.logits.dtype

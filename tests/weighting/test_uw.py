@@ -142,3 +142,20 @@ def test_a_huge_loss_does_not_freeze_the_learned_scales_in_float32(factory):
         scales.append(np.asarray(state.log_vars if factory == "uw" else state.log_scales))
     # The huge-loss task's scale still moves after the huge losses are gone.
     assert abs(float(scales[3][0]) - float(scales[2][0])) > 1e-3
+
+
+@pytest.mark.parametrize("factory", ["uw", "imtl_l", "imtl", "gradnorm", "famo"])
+def test_a_step_may_donate_the_state_of_the_default_inner_optimizer(factory):
+    # The inner Adam's two moments must be arrays of their own: one array in both fields made a
+    # state-donating step fail with "donate the same buffer twice".
+    tx = optax.chain(getattr(mtlx, factory)(2), optax.sgd(0.1))
+    params = jnp.zeros(2, jnp.float32)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state, jac, losses):
+        return tx.update(jac, state, params, task_losses=losses)[1]
+
+    state = tx.init(params)
+    for _ in range(2):
+        state = step(state, jnp.eye(2, dtype=jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))

@@ -637,16 +637,24 @@ def mtlx_step(
     materialise_rows: bool = False,
     features: bool = False,
     chunk_size: int | None = None,
+    xla_defaults: bool = False,
 ):
     """A jitted full step: engine, weighting, Adam, apply.
 
-    ``features``: the Gramian of the shared features (``value_and_jacobian_through_features(...,
-    gramian="features")``, MGDA-UB's upper bound generalised): a different, cheaper algorithm.
+    ``features``: ``True`` or ``"features"``, the Gramian of the shared features
+    (``value_and_jacobian_through_features(..., gramian="features")``, MGDA-UB's upper bound
+    generalised): a different, cheaper algorithm. ``"params"``: the same algorithm as the default
+    engine through ``value_and_jacobian_through_features(..., gramian="params")``, which runs the
+    heads' backward once per task and only the encoder's T times (what TorchJD's ``mtl_backward``
+    does).
     ``chunk_size``: at most that many Jacobian rows live at once (the Gramian in column blocks).
     """
     if features:
         engine = mtlx.value_and_jacobian_through_features(
-            workload.encoder_fn, workload.heads_fn, gramian="features", chunk_size=chunk_size
+            workload.encoder_fn,
+            workload.heads_fn,
+            gramian="params" if features == "params" else "features",
+            chunk_size=chunk_size,
         )
     else:
         engine = mtlx.value_and_jacobian(workload.loss_fn, shared=is_shared, chunk_size=chunk_size)
@@ -660,6 +668,7 @@ def mtlx_step(
         return optax.apply_updates(params, updates), state
 
     options = mtlx.jit_compiler_options() if COMPILER_OPTIONS is None else COMPILER_OPTIONS
+    options = {} if xla_defaults else options
     return tx, jax.jit(step, donate_argnums=(0, 1), compiler_options=options)
 
 
@@ -693,9 +702,10 @@ class MtlxRunner:
         materialise_rows=False,
         features=False,
         chunk_size=None,
+        xla_defaults=False,
     ):
         self.tx, self.jitted = mtlx_step(
-            workload, transform, materialise_rows, features, chunk_size
+            workload, transform, materialise_rows, features, chunk_size, xla_defaults
         )
         self.reads = getattr(getattr(transform, "weighting", None), "reads", None)
         self.params = workload.init_params(num_tasks)
@@ -995,6 +1005,10 @@ def plan_variants(workload, methods, num_tasks, args, use_torchjd, use_libmtl) -
     A method whose factory rejects this T (e.g. Krum at T = 2) is skipped here (stderr).
     """
     variants = {BARE: lambda: MtlxRunner(workload, mtlx.mean(), num_tasks, True)}
+    if args.compare_xla_defaults:
+        variants[f"xla-defaults:{BARE}"] = lambda: MtlxRunner(
+            workload, mtlx.mean(), num_tasks, True, xla_defaults=True
+        )
     chunk_methods = args.chunk_methods.split(",") if args.chunk_methods else None
     for name in dict.fromkeys(["ew", *methods]):
         try:
@@ -1020,6 +1034,14 @@ def plan_variants(workload, methods, num_tasks, args, use_torchjd, use_libmtl) -
         ):
             variants[f"chunk{args.chunk_size}:{name}"] = lambda n=name: MtlxRunner(
                 workload, make_method(n, num_tasks), num_tasks, chunk_size=args.chunk_size
+            )
+        if args.compare_xla_defaults and name not in LOSS_ONLY:
+            variants[f"xla-defaults:{name}"] = lambda n=name: MtlxRunner(
+                workload, make_method(n, num_tasks), num_tasks, xla_defaults=True
+            )
+        if args.split_heads and name not in LOSS_ONLY:
+            variants[f"split:{name}"] = lambda n=name: MtlxRunner(
+                workload, make_method(n, num_tasks), num_tasks, features="params"
             )
         reads = getattr(getattr(method, "weighting", None), "reads", None)
         if args.feature_mode and reads == "gramian":
@@ -1109,6 +1131,19 @@ def main(argv=None):
         "--dry-run",
         action="store_true",
         help="check the command line: print the variants each T would time, build nothing",
+    )
+    parser.add_argument(
+        "--compare-xla-defaults",
+        action="store_true",
+        help="also time every gradient method (and the bare Jacobian step) compiled with XLA's "
+        "default options ('xla-defaults:<method>' rows) beside mtlx.jit_compiler_options()",
+    )
+    parser.add_argument(
+        "--split-heads",
+        action="store_true",
+        help="also time every gradient method through value_and_jacobian_through_features(..., "
+        "gramian='params') ('split:<method>' rows): the same update, the heads' backward once "
+        "per task and the encoder's T times, as TorchJD's mtl_backward",
     )
     parser.add_argument(
         "--xla-defaults",
@@ -1255,6 +1290,10 @@ def main(argv=None):
                 if prefix == "features"
                 else "chunked"
                 if prefix.startswith("chunk")
+                else "split heads"
+                if prefix == "split"
+                else "XLA defaults"
+                if prefix == "xla-defaults"
                 else "loss-only"
                 if base in LOSS_ONLY
                 else "gradient"

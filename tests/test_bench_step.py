@@ -127,3 +127,14 @@ def test_segnet_has_three_tasks(bench_step):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_run_gpu_script_parses():
     subprocess.run(["bash", "-n", str(BENCHMARKS / "run_gpu.sh")], check=True)
+
+
+def test_dry_run_lists_the_split_heads_and_xla_defaults_rows(bench_step, capsys):
+    bench_step.main(
+        ["--model", "mlp", "--tasks", "2", "--methods", "ew,mgda", "--split-heads",
+         "--compare-xla-defaults", "--no-torchjd", "--no-libmtl", "--dry-run"]
+    )  # fmt: skip
+    printed = "".join(capsys.readouterr())
+    for row in ("split:mgda", "xla-defaults:mgda", "xla-defaults:(bare jacobian)"):
+        assert row in printed
+    assert "split:ew" not in printed and "xla-defaults:ew" not in printed  # loss-only: one pass

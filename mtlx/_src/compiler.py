@@ -9,10 +9,9 @@ import numpy as np
 
 # XLA:CPU (jaxlib 0.10) hands float32 dots to YNNPACK fusions by default. For the Gramian's shape,
 # (T x P) @ (P x T) with P >> T, YNNPACK ran at half the speed of XLA's Eigen path on a 2-core
-# x86 machine (T = 40, P = 657k: 64-71 ms against 29-33 ms; torch's MKL 20 ms), and the Gramian
-# methods' step at 1.20-1.23x the bare Jacobian step instead of 1.00-1.03x. The option turns those
-# fusions off for the program it is given to; the backward pass's own matmuls and convolutions
-# ran at the same speed either way (benchmarks/README.md).
+# x86 machine (T = 40, P = 657k: 64-71 ms against 29-33 ms; torch's MKL 20 ms). With the option,
+# side by side, the MLP's Jacobian step at T = 40 was 14 % faster and the Gramian methods' 5-17 %
+# (benchmarks/README.md); the ResNet's convolutions and EW ran at the same speed either way.
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

@@ -37,7 +37,7 @@ def get_config() -> TrainConfig:
 
 
 SMOKE = {
-    "image_shape": (32, 32, 3),
+    "image_shape": (8, 8, 3),
     "tasks": 3,  # three attributes are enough to exercise the 40-head code path
     "changes": {"model_kwargs": {"num_classes": 2, "small_inputs": True}, "chunk_size": None},
 }
